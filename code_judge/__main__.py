@@ -1,0 +1,3 @@
+from code_judge.cli import main
+
+main()

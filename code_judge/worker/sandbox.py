@@ -1,0 +1,298 @@
+"""Linux isolation for executed code: namespaces, a dedicated uid, rlimits and a clean environment.
+
+The fork server (`zygote.py`) calls `isolate_zygote()` once when it starts, then `enter_job()` in every
+forked job process. What each layer buys, and what happens when the kernel refuses it:
+
+| layer | how | without it |
+|---|---|---|
+| network | the zygote unshares an empty network namespace (loopback down); jobs inherit it | jobs can reach the network, Redis and the API (warning) |
+| mount | private tmpfs on /tmp, /var/tmp, /dev/shm, wiped after every job; /proc shows only the sandbox | files may persist in the host's /tmp between jobs (warning; the job's own dir is still removed) |
+| pid | jobs live in a PID namespace whose init dies with the zygote; they cannot see host processes | jobs see host processes (warning) |
+| uid | jobs run as a uid of their own (root only): no capabilities, cannot touch root's files; after a job every process of that uid is killed, so a job cannot leave anything running, `setsid()` or not | jobs keep the worker's user; only the job's process group is killed (warning) |
+| rlimits | CPU, address space, processes, file size, open files, no core dumps | always applied |
+| environment | jobs start from a fixed minimal environment; the zygote itself was exec'ed with that environment, so /proc/self/environ holds no secrets either | always applied |
+
+The isolation that is active is returned as `Isolation` and reported by `/status` and the worker log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import errno
+import fcntl
+import os
+import resource
+import signal
+import sys
+import tempfile
+from typing import Optional
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def mount(source: str, target: str, fstype: Optional[str], flags: int, data: Optional[str] = None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(
+        _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {target}",
+    )
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), "prctl")
+
+
+@dataclasses.dataclass
+class Isolation:
+    """What protects executed code, as reported by /status."""
+
+    network: bool = False
+    mount: bool = False
+    pid: bool = False
+    uid: Optional[int] = None
+    environment: str = "clean"
+    rlimits: tuple[str, ...] = ("cpu", "as", "nproc", "fsize", "nofile", "core")
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def level(self) -> str:
+        layers = (self.network, self.mount, self.pid, self.uid is not None)
+        return "full" if all(layers) else "partial" if any(layers) else "rlimits-only"
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["level"] = self.level
+        d["rlimits"] = list(self.rlimits)
+        return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-job limits; `memory_mb` is added to the address space the job inherits from the zygote."""
+
+    time_s: float
+    memory_mb: int
+    processes: int
+    file_size_mb: int
+    open_files: int
+
+
+def _lock_uid(base: int, slot: int) -> tuple[int, int]:
+    """Claim a uid no other sandbox on this host uses, by holding an flock for the zygote's lifetime."""
+    lock_dir = "/run/rstar2-code-judge" if os.access("/run", os.W_OK) else "/var/tmp/rstar2-code-judge"
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    for k in range(1000):
+        uid = base + slot + 1000 * k
+        fd = os.open(f"{lock_dir}/uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return uid, fd
+        except BlockingIOError:
+            os.close(fd)
+    raise RuntimeError("no free sandbox uid")
+
+
+def _closed_ancestor(path: str) -> Optional[str]:
+    """The first directory on the way to `path` that other users cannot enter (e.g. /root, mode 0700)."""
+    parts = os.path.abspath(path).split("/")[1:]
+    for i in range(1, len(parts) + 1):
+        d = "/" + "/".join(parts[:i])
+        try:
+            st = os.stat(d)
+        except OSError:
+            return None
+        if not st.st_mode & 0o001:
+            return d
+    return None
+
+
+def python_paths() -> list[str]:
+    """Directories a job's interpreter must read: the install prefixes and every import path."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    return sorted(paths)
+
+
+def _private_mounts(tmpfs_mb: int) -> None:
+    """Private temp dirs; directories other users cannot enter (e.g. /root) are replaced by an empty tmpfs
+    into which only the Python install is bound back, so a job can import but sees nothing else there."""
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    for d in PRIVATE_DIRS:
+        if os.path.isdir(d):
+            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
+    closed: dict[str, list[str]] = {}
+    for p in python_paths():
+        anc = _closed_ancestor(p)
+        if anc is not None:
+            closed.setdefault(anc, []).append(p)
+    for anc, needed in closed.items():
+        holders = []
+        for i, p in enumerate(needed):
+            holder = tempfile.mkdtemp(prefix=".cj-bind-", dir="/tmp")
+            os.chmod(holder, 0o700)
+            mount(p, holder, None, MS_BIND | MS_REC)
+            holders.append((p, holder))
+        mount("tmpfs", anc, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        for p, holder in holders:
+            os.makedirs(p, mode=0o755, exist_ok=True)
+            mount(holder, p, None, MS_BIND | MS_REC)
+
+
+def _init_loop(mount_proc: bool) -> None:
+    """PID 1 of the sandbox PID namespace: mount its /proc, then reap orphans until the zygote dies."""
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.closerange(3, 65536)
+        if mount_proc:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        while True:
+            signal.sigwait({signal.SIGCHLD})
+            while True:
+                try:
+                    pid, _ = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+    finally:
+        os._exit(0)
+
+
+def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolation:
+    """Set up the namespaces the zygote and all its jobs share. Must run before any thread exists.
+
+    mode: "auto" (take what the kernel allows, warn about the rest), "strict" (raise unless all layers are
+    active) or "none" (rlimits and a clean environment only).
+    """
+    iso = Isolation()
+    if mode == "none":
+        iso.warnings.append("SANDBOX=none: executed code runs without namespaces, as the worker's user")
+        return iso
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # die with the worker
+
+    def attempt(name: str, fn) -> bool:
+        try:
+            fn()
+            return True
+        except OSError as exc:
+            iso.warnings.append(f"no {name} isolation: {exc.strerror or exc}")
+            return False
+
+    if os.geteuid() == 0:
+        iso.uid, _ = _lock_uid(uid_base, slot)
+    else:
+        iso.warnings.append("not running as root: executed code keeps the worker's uid")
+    iso.mount = attempt("mount", lambda: _private_mounts(tmpfs_mb))
+    if iso.uid is not None and not iso.mount and any(_closed_ancestor(p) for p in python_paths()):
+        iso.warnings.append("the Python install is not readable by other users and no mount namespace is "
+                            "allowed: executed code keeps the worker's uid")
+        iso.uid = None
+    iso.network = attempt("network", lambda: unshare(CLONE_NEWNET))
+    if attempt("pid", lambda: unshare(CLONE_NEWPID)):
+        pid = os.fork()
+        if pid == 0:
+            _init_loop(mount_proc=iso.mount)
+        iso.pid = True
+    if mode == "strict" and iso.warnings:
+        raise RuntimeError("SANDBOX=strict but " + "; ".join(iso.warnings))
+    return iso
+
+
+def _vm_size_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def enter_job(iso: Isolation, limits: Limits, workdir: str) -> dict:
+    """In a freshly forked job process: apply limits, drop privileges. Returns the job's environment."""
+    os.setsid()
+    os.chdir(workdir)
+    mb = 1024 * 1024
+    cpu = int(limits.time_s) + 1
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    try:
+        vm = _vm_size_bytes()
+    except OSError:
+        vm = 0
+    as_limit = vm + limits.memory_mb * mb
+    resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
+    if iso.uid is not None:
+        # NPROC counts processes per real uid, so it is only meaningful with a uid of our own.
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
+        os.setgroups([])
+        os.setresgid(iso.uid, iso.uid, iso.uid)
+        os.setresuid(iso.uid, iso.uid, iso.uid)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change, so set it after
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "LANG": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def kill_leftovers(iso: Isolation, job_pid: int) -> None:
+    """Kill every process the job left behind: all of the sandbox uid's, else the job's process group."""
+    if iso.uid is not None:
+        os.setresuid(iso.uid, iso.uid, 0)
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.setresuid(0, 0, 0)
+        return
+    try:
+        os.killpg(job_pid, signal.SIGKILL)
+    except OSError as exc:
+        if exc.errno not in (errno.ESRCH, errno.EPERM):
+            raise
+
+
+def remove_owned_files(uid: Optional[int]) -> None:
+    """Remove the files and dirs that the sandbox uid left at the top of the shared temp dirs."""
+    import shutil
+
+    for d in PRIVATE_DIRS:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                if uid is None or e.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+            except OSError:
+                pass

@@ -1,0 +1,3 @@
+from rstar2_agent.cli import main
+
+main()

@@ -1,0 +1,28 @@
+"""`rstar2-agent` command line. Sub-commands:
+
+    rstar2-agent judge serve|workers|up|demo     the code judge (see `code_judge.cli`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from code_judge import cli as judge_cli
+from code_judge.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rstar2-agent", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    judge = sub.add_parser("judge", help="the code execution service")
+    judge_cli.add_commands(judge.add_subparsers(dest="judge_command", required=True))
+    return ap
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
