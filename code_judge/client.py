@@ -408,7 +408,7 @@ class CodeJudgeClient:
                 if attempt >= self.max_retries:
                     self._fail(
                         live,
-                        f"POST {url} failed after {attempt + 1} attempts; last error: {error}",
+                        f"POST {url} failed after {attempt + 1} attempt{'s' if attempt else ''}; last error: {error}",
                     )
                     return
                 delay = self._backoff(attempt)

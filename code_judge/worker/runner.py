@@ -57,10 +57,11 @@ def run_python_inline(path: str, env: dict) -> None:
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc)
-        except BaseException:  # noqa: BLE001 - a traceback, as the interpreter would print it
+        except BaseException as exc:  # noqa: BLE001 - a traceback, as the interpreter would print it
             import traceback
 
-            traceback.print_exc()
+            # Drop this harness's own frame so the traceback starts at the solution, as under python3.
+            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
             code = 1
         code = _finish(code)
     except BaseException:  # noqa: BLE001 - a failure of this harness, not of the solution

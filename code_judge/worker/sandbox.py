@@ -26,6 +26,7 @@ import resource
 import signal
 import sys
 import tempfile
+import time
 from typing import Optional
 
 CLONE_NEWNS = 0x00020000
@@ -158,13 +159,16 @@ def _private_mounts(tmpfs_mb: int) -> None:
             mount(holder, p, None, MS_BIND | MS_REC)
 
 
-def _init_loop(mount_proc: bool) -> None:
+def _init_loop(mount_proc: bool, ready_fd: int) -> None:
     """PID 1 of the sandbox PID namespace: mount its /proc, then reap orphans until the zygote dies."""
     try:
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.closerange(3, 65536)
+        os.closerange(3, ready_fd)
+        os.closerange(ready_fd + 1, 65536)
         if mount_proc:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         while True:
             signal.sigwait({signal.SIGCHLD})
@@ -210,10 +214,14 @@ def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolat
         iso.uid = None
     iso.network = attempt("network", lambda: unshare(CLONE_NEWNET))
     if attempt("pid", lambda: unshare(CLONE_NEWPID)):
-        pid = os.fork()
-        if pid == 0:
-            _init_loop(mount_proc=iso.mount)
-        iso.pid = True
+        ready_r, ready_w = os.pipe()
+        if os.fork() == 0:
+            _init_loop(mount_proc=iso.mount, ready_fd=ready_w)
+        os.close(ready_w)
+        iso.pid = os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
+        if not iso.pid:
+            iso.warnings.append("no pid isolation: the sandbox init failed to start")
     if mode == "strict" and iso.warnings:
         raise RuntimeError("SANDBOX=strict but " + "; ".join(iso.warnings))
     return iso
@@ -259,17 +267,41 @@ def enter_job(iso: Isolation, limits: Limits, workdir: str) -> dict:
     }
 
 
+def _has_processes(iso: Isolation) -> bool:
+    """Does any process of the sandbox uid exist? With the sandbox's own /proc, any pid but init counts."""
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    if iso.pid and iso.mount:
+        return any(p != "1" for p in pids)
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if int(line.split()[1]) == iso.uid:
+                            return True
+                        break
+        except OSError:
+            continue
+    return False
+
+
 def kill_leftovers(iso: Isolation, job_pid: int) -> None:
     """Kill every process the job left behind: all of the sandbox uid's, else the job's process group."""
     if iso.uid is not None:
-        os.setresuid(iso.uid, iso.uid, 0)
-        try:
-            os.kill(-1, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        finally:
-            os.setresuid(0, 0, 0)
-        return
+        # kill(-1) as the sandbox uid reaches exactly that uid's processes. Repeat until none is left: one
+        # may fork while the kill goes round, and killed ones stay visible until the sandbox init reaps them.
+        for _ in range(2000):
+            os.setresuid(iso.uid, iso.uid, 0)
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.setresuid(0, 0, 0)
+            if not _has_processes(iso):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"processes of sandbox uid {iso.uid} survive SIGKILL")
     try:
         os.killpg(job_pid, signal.SIGKILL)
     except OSError as exc:
