@@ -11,7 +11,7 @@ Keys (prefix `P` = `{REDIS_KEY_PREFIX}:rstar2cj`):
     P:stats              hash  counters: executions, success, failure, reason:<reason>, dropped, retried
     P:latency            list  the last 1000 execution costs (s), for p50/p99
 
-A work item is JSON: {"id", "reply", "i", "sub": {submission}, "long": bool, "enq": t, "start_by": t|null,
+Everything stored is ASCII JSON (lone surrogates a client sent survive as escapes). A work item is JSON: {"id", "reply", "i", "sub": {submission}, "long": bool, "enq": t, "start_by": t|null,
 "attempt": n, "ttl": s}. Non-long items not started by `start_by` are dropped by the worker (the API has
 already answered `queue_timeout`). When a worker dies, `REAP_SCRIPT` moves its processing list back to the
 head of the queue with `attempt + 1`, or answers `internal_error` once `MAX_JOB_ATTEMPTS` is reached.
@@ -67,7 +67,7 @@ def started_message(index: int) -> str:
 
 
 def result_message(index: int, result: dict) -> str:
-    return json.dumps({"i": index, "r": result}, ensure_ascii=False)
+    return json.dumps({"i": index, "r": result})
 
 
 # KEYS: queue, workers set, stats hash. ARGV: prefix, max_attempts, then worker ids to reap even if their heartbeat lives

@@ -9,7 +9,10 @@ from code_judge.local import LocalJudge, RedisServer
 
 # Secrets the service's own environment holds; no executed code may see them.
 SECRET_ENV = {"RSTAR2_TEST_SECRET": "s3cr3t-token-do-not-leak"}
-JUDGE_ENV = {"MAX_EXECUTION_TIME": "3", "MAX_MEMORY": "256", "MAX_STDOUT_ERROR_LENGTH": "1000", **SECRET_ENV}
+JUDGE_ENV = {
+    "MAX_EXECUTION_TIME": "3", "MAX_MEMORY": "256", "MAX_STDOUT_ERROR_LENGTH": "1000",
+    "MAX_REQUEST_SIZE": str(8 * 1024 * 1024), "MAX_BATCH_SIZE": "500", **SECRET_ENV,
+}
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 from typing import Optional
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from code_judge.api.dispatch import REDIS_ERRORS, Dispatcher
@@ -28,6 +30,13 @@ from code_judge.models import (
 from code_judge.queue import Keys
 
 VERSION = "0.1.0"
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a lone surrogate in a client's sub_id cannot make the answer unencodable."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 def percentile(values: list[float], q: float) -> Optional[float]:
@@ -115,7 +124,8 @@ def create_app(cfg: Optional[JudgeConfig] = None) -> FastAPI:
         yield
         await state["d"].close()
 
-    app = FastAPI(title="rstar2-agent code judge", version=VERSION, lifespan=lifespan)
+    app = FastAPI(title="rstar2-agent code judge", version=VERSION, lifespan=lifespan,
+                  default_response_class=AsciiJSONResponse)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_request_size)
 
     async def run(subs: list[Submission], long: bool) -> list[dict]:
@@ -168,6 +178,10 @@ def create_app(cfg: Optional[JudgeConfig] = None) -> FastAPI:
             return prometheus_text(await collect_status(state["d"], request_latency))
         except REDIS_ERRORS as exc:
             return PlainTextResponse(f"# Redis unavailable: {exc}\n", status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return AsciiJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):  # last resort: a clear JSON answer, logged

@@ -56,6 +56,7 @@ class Dispatcher:
             socket_keepalive=True,
             health_check_interval=30,
             decode_responses=True,
+            encoding_errors="surrogatepass",
         )
         self._run_id: Optional[str] = None
 
@@ -84,7 +85,7 @@ class Dispatcher:
         for start in range(0, len(items), max(1, chunk)):
             pipe = self.redis.pipeline(transaction=False)
             for item in items[start : start + chunk]:
-                pipe.lpush(self.keys.queue, json.dumps(item, ensure_ascii=False))
+                pipe.lpush(self.keys.queue, json.dumps(item))
             await pipe.execute()
 
     async def run(self, subs: list[Submission], long: bool) -> list[dict]:

@@ -23,15 +23,13 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._reject(send, f"of {int(declared)} bytes")
         seen = 0
-        too_big = False
 
         async def limited_receive():
-            nonlocal seen, too_big
+            nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    too_big = True
                     raise _TooBig()
             return message
 

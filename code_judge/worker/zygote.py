@@ -83,7 +83,7 @@ class Zygote:
 
     def _open_io(self, stdin: str) -> tuple[int, int, int]:
         paths = [os.path.join(self.io_dir, n) for n in ("stdin", "stdout", "stderr")]
-        with open(paths[0], "w", encoding="utf-8", errors="surrogateescape") as f:
+        with open(paths[0], "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(stdin)
         fds = [os.open(paths[0], os.O_RDONLY)]
         fds += [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths[1:]]
@@ -113,7 +113,7 @@ class Zygote:
         if self.iso.uid is not None:
             os.chown(workdir, self.iso.uid, self.iso.uid)
         source = os.path.join(workdir, "solution.cpp" if job["type"] == "cpp" else "solution.py")
-        with open(source, "w", encoding="utf-8", errors="surrogateescape") as f:
+        with open(source, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(job["solution"])
         fds = self._open_io(job.get("input") or "")
         start = time.perf_counter()
