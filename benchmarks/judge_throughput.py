@@ -273,7 +273,7 @@ def format_table(rows: list[Row], workloads: dict[str, Workload]) -> str:
         body.append([
             workloads[r.workload].label, str(r.concurrency),
             _fmt(r.judge.exec_per_s, ".1f"), _fmt(r.judge.p50_ms, ".1f"), _fmt(r.judge.p99_ms, ".1f"),
-            _fmt(r.baseline.exec_per_s, ".2f"), _fmt(r.baseline.p50_ms, ".1f"), _fmt(r.baseline.p99_ms, ".1f"),
+            _fmt(r.baseline.exec_per_s if r.baseline.calls else None, ".2f"), _fmt(r.baseline.p50_ms, ".1f"), _fmt(r.baseline.p99_ms, ".1f"),
             "-" if r.ratio is None else f"{r.ratio:.1f}x",
             str(r.failures),
         ])
@@ -322,9 +322,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     cpus = os.cpu_count() or 1
     p = argparse.ArgumentParser(
         description="Executions/s and latency of the code judge vs. one fresh python3 process per call.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--seconds", type=float, default=6.0, help="timed duration of each cell (after one warm-up call)")
+    p.add_argument("--seconds", type=float, default=6.0, help="timed duration of each cell, after one warm-up call (default: %(default)s)")
     p.add_argument(
         "--concurrency", type=int, nargs="+", default=None, metavar="C",
         help=f"concurrency levels (default: 1 2 {2 * cpus}, i.e. 1, 2 and 2 x cpu_count)",
@@ -334,7 +333,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="subset of workloads: print sympy numpy (or a b c); default: all",
     )
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
-    p.add_argument("--workers", type=int, default=cpus, help="worker processes of the local judge")
+    p.add_argument("--workers", type=int, default=cpus, help="worker processes of the local judge (default: os.cpu_count() = %(default)s)")
     p.add_argument("--url", default=None, help="benchmark an already running judge at URL instead of starting one")
     p.add_argument(
         "--no-baseline", action="store_true", help="measure only the judge (no speed-up ratio is computed)"
