@@ -4,9 +4,9 @@ Why this exists
 ---------------
 An RL rollout fires thousands of tiny, independent "run this snippet" calls from many coroutines at
 once. Sending each as its own HTTP request wastes most of the time in request overhead and in the
-server's per-request queueing. `CodeJudgeClient` therefore **micro-batches**: single calls that arrive
-within `batch_wait_s` of each other (or until `max_batch_size` are waiting) travel together as one
-`POST /run/long-batch` request, and each caller gets back exactly its own `SubmissionResult`
+server's per-request queueing. `CodeJudgeClient` therefore **micro-batches**: single calls made in the
+same event-loop tick, or within `batch_wait_s` of each other (default 0: no added latency), or while all
+request slots are busy, travel together (up to `max_batch_size`) as one `POST /run/long-batch` request, and each caller gets back exactly its own `SubmissionResult`
 (results are matched by position, which the service guarantees).
 
 It also takes care of the two ways a busy service pushes back:
@@ -122,7 +122,7 @@ class CodeJudgeClient:
         base_url: str = "http://127.0.0.1:8088",
         *,
         max_batch_size: int = 32,
-        batch_wait_s: float = 0.005,
+        batch_wait_s: float = 0.0,
         max_concurrency: int = 8,
         max_retries: int = 6,
         backoff_s: float = 0.5,
@@ -304,6 +304,7 @@ class CodeJudgeClient:
             if first.future.done():
                 continue
             batch = [first]
+            await asyncio.sleep(0)  # let callers scheduled in the same loop tick join this batch
             deadline = loop.time() + self.batch_wait_s
             while len(batch) < self.max_batch_size:
                 remaining = deadline - loop.time()

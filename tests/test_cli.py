@@ -20,6 +20,13 @@ def descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_judge_up_serves_and_stops_cleanly(sig):
     port = free_port()
@@ -46,8 +53,10 @@ def test_judge_up_serves_and_stops_cleanly(sig):
         assert listening == {"127.0.0.1"}
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
-        time.sleep(0.5)
-        assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(alive(c) for c in children):
+            time.sleep(0.1)
+        assert [c for c in children if alive(c)] == []
     finally:
         if proc.poll() is None:
             proc.kill()

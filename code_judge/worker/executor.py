@@ -83,11 +83,15 @@ class Executor:
         return self.isolation
 
     def stop(self) -> None:
+        """Close the zygote's input (it then ends its job process and exits); kill it if it does not."""
         if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
             for f in (self.proc.stdin, self.proc.stdout):
                 f.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
 
     def _receive(self, timeout: float, tick: Optional[Callable[[], None]] = None) -> dict:

@@ -1,6 +1,6 @@
-"""What runs inside a forked job process once the sandbox is entered. Each function ends the process.
+"""What runs inside a forked job process once the sandbox is entered.
 
-`run_python_inline` executes the solution in the forked, already warm interpreter, as `python3 solution.py`
+`prepare_python` + `run_python` execute the solution in the forked, already warm interpreter, as `python3 solution.py`
 would: a fresh `__main__`, `sys.argv`, text stdio on fds 0/1/2, a traceback and exit status 1 on an uncaught
 exception, `SystemExit` codes, atexit handlers and non-daemon threads joined at the end.
 """
@@ -34,42 +34,39 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def run_python_inline(path: str, env: dict) -> None:
-    code = 1
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        _reseed()
-        sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
-        sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stderr = sys.__stderr__ = open(
-            2, "w", encoding="utf-8", errors="backslashreplace", closefd=False, buffering=1
-        )
-        sys.argv = [path]
-        sys.path[0:0] = [os.path.dirname(path)]
-        main = types.ModuleType("__main__")
-        main.__file__ = path
-        sys.modules["__main__"] = main
-        with open(path, "rb") as f:
-            source = f.read()
-        try:
-            exec(compile(source, path, "exec"), main.__dict__)
-            code = 0
-        except SystemExit as exc:
-            code = _exit_code(exc)
-        except BaseException as exc:  # noqa: BLE001 - a traceback, as the interpreter would print it
-            import traceback
+def prepare_python(path: str, env: dict) -> None:
+    """Everything that does not depend on the solution: done while the job process waits for its job."""
+    os.environ.clear()
+    os.environ.update(env)
+    _reseed()
+    sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False,
+                                       buffering=1)
+    sys.argv = [path]
+    sys.path[0:0] = [os.path.dirname(path)]
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    sys.modules["__main__"] = main
 
-            # Drop this harness's own frame so the traceback starts at the solution, as under python3.
-            traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-            code = 1
-        code = _finish(code)
-    except BaseException:  # noqa: BLE001 - a failure of this harness, not of the solution
+
+def run_python(path: str) -> int:
+    """Run the solution file in this (prepared) process; returns the exit status python3 would give."""
+    main = sys.modules["__main__"]
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        exec(compile(source, path, "exec"), main.__dict__)
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException as exc:  # noqa: BLE001 - a traceback, as the interpreter would print it
         import traceback
 
-        os.write(2, ("[code judge] harness error:\n" + traceback.format_exc()).encode())
-    finally:
-        os._exit(code)
+        # Drop this harness's own frame so the traceback starts at the solution, as under python3.
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        code = 1
+    return _finish(code)
 
 
 def _finish(code: int) -> int:

@@ -23,6 +23,7 @@ import errno
 import fcntl
 import os
 import resource
+import select
 import signal
 import sys
 import tempfile
@@ -159,19 +160,31 @@ def _private_mounts(tmpfs_mb: int) -> None:
             mount(holder, p, None, MS_BIND | MS_REC)
 
 
-def _init_loop(mount_proc: bool, ready_fd: int) -> None:
-    """PID 1 of the sandbox PID namespace: mount its /proc, then reap orphans until the zygote dies."""
+def _init_loop(mount_proc: bool, ready_fd: int, lifeline_fd: int) -> None:
+    """PID 1 of the sandbox PID namespace: mount its /proc, reap orphans, exit when the zygote is gone.
+
+    The kernel may not deliver a parent-death signal to a namespace init, so the zygote's death is seen as
+    EOF on `lifeline_fd`. When this process exits, the kernel kills everything left in the namespace.
+    """
     try:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.closerange(3, ready_fd)
-        os.closerange(ready_fd + 1, 65536)
+        os.closerange(3, min(ready_fd, lifeline_fd))
+        os.closerange(max(ready_fd, lifeline_fd) + 1, 65536)
         if mount_proc:
             mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        poller = select.poll()
+        poller.register(lifeline_fd, select.POLLIN | select.POLLHUP)
+        poller.register(wake_r, select.POLLIN)
         os.write(ready_fd, b"1")
         os.close(ready_fd)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         while True:
-            signal.sigwait({signal.SIGCHLD})
+            for fd, _ in poller.poll():
+                if fd == lifeline_fd:
+                    return
+                os.read(wake_r, 4096)
             while True:
                 try:
                     pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -215,9 +228,12 @@ def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolat
     iso.network = attempt("network", lambda: unshare(CLONE_NEWNET))
     if attempt("pid", lambda: unshare(CLONE_NEWPID)):
         ready_r, ready_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()  # the zygote keeps the write end open until it dies
         if os.fork() == 0:
-            _init_loop(mount_proc=iso.mount, ready_fd=ready_w)
+            os.close(lifeline_w)
+            _init_loop(mount_proc=iso.mount, ready_fd=ready_w, lifeline_fd=lifeline_r)
         os.close(ready_w)
+        os.close(lifeline_r)
         iso.pid = os.read(ready_r, 1) == b"1"
         os.close(ready_r)
         if not iso.pid:

@@ -11,10 +11,15 @@ minimal environment* (so no secret is even in its memory), sends it the limits o
 Each job gets a fresh working dir owned by the sandbox uid, stdin from a file, stdout/stderr into files
 (so a flood cannot block a pipe; the file size limit ends it), and a wall-clock timer that also catches
 sleeping code. Afterwards every process the job left is killed and its files are removed.
+
+Neither the fork nor the clean-up is on a job's latency path: the next job process (a `Spare`) is forked
+and sandboxed right after an answer goes out, and waits for its job on a pipe; it reports its exit status
+on another pipe before the kernel tears its address space down.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import os
@@ -26,6 +31,7 @@ import sys
 import tempfile
 import time
 import traceback
+from typing import Optional
 
 from code_judge.worker import runner, sandbox
 from code_judge.worker.protocol import read_frame, write_frame
@@ -48,21 +54,6 @@ def _preload(modules: list[str]) -> list[str]:
     return failed
 
 
-def _wait(pid: int, timeout: float) -> tuple[int, bool]:
-    """Wait for the job with a wall-clock limit; returns (exit code or -signal, timed_out)."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        timed_out = not poller.poll(timeout * 1000)
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
-    finally:
-        os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), timed_out
-
-
 def _read_text(path: str, max_chars: int) -> str:
     with open(path, "rb") as f:
         data = f.read(max_chars * 4 + 4)
@@ -74,28 +65,59 @@ def _stdout_matches(path: str, expected: str) -> bool:
         return f.read().decode("utf-8", errors="replace").strip() == expected.strip()
 
 
+@dataclasses.dataclass
+class Spare:
+    """A job process forked ahead of time, already sandboxed, blocked until it is sent its job."""
+
+    pid: int
+    pidfd: int
+    workdir: str
+    go_w: int  # the job frame goes here
+    done_r: int  # the exit status comes back here, before the process spends time exiting
+    reaped: bool = False
+
+
 class Zygote:
     def __init__(self, settings: dict, iso: sandbox.Isolation):
         self.s = settings
         self.iso = iso
         self.limits = sandbox.Limits(**settings["limits"])
         self.io_dir = tempfile.mkdtemp(prefix="cj-io-")
+        self.io = {n: os.path.join(self.io_dir, n) for n in ("stdin", "stdout", "stderr")}
+        self.spare: Optional[Spare] = None
+        self.used: Optional[Spare] = None
 
-    def _open_io(self, stdin: str) -> tuple[int, int, int]:
-        paths = [os.path.join(self.io_dir, n) for n in ("stdin", "stdout", "stderr")]
-        with open(paths[0], "w", encoding="utf-8", errors="surrogatepass") as f:
-            f.write(stdin)
-        fds = [os.open(paths[0], os.O_RDONLY)]
-        fds += [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for p in paths[1:]]
-        return fds[0], fds[1], fds[2]
+    # -- the job process --------------------------------------------------------------------------
+    def _fork_spare(self) -> Spare:
+        workdir = tempfile.mkdtemp(prefix="job-", dir="/tmp")
+        if self.iso.uid is not None:
+            os.chown(workdir, self.iso.uid, self.iso.uid)
+        open(self.io["stdin"], "wb").close()
+        fds = [os.open(self.io["stdin"], os.O_RDONLY)]
+        fds += [os.open(self.io[n], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for n in ("stdout", "stderr")]
+        go_r, go_w = os.pipe()
+        done_r, done_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            self._job_main(workdir, fds, go_r, done_w)
+        for fd in (*fds, go_r, done_w):
+            os.close(fd)
+        return Spare(pid, os.pidfd_open(pid), workdir, go_w, done_r)
 
-    def _job_main(self, job: dict, workdir: str, source: str, fds: tuple[int, int, int]) -> None:
+    def _job_main(self, workdir: str, fds: list[int], go_r: int, done_w: int) -> None:
+        code = 70
         try:
             for target, fd in enumerate(fds):
                 os.dup2(fd, target)
-            os.closerange(3, 65536)
+            os.dup2(go_r, 3)
+            os.dup2(done_w, 4)  # not inheritable: an exec'ed program closes it, the zygote then waits for exit
+            os.closerange(5, 65536)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             env = sandbox.enter_job(self.iso, self.limits, workdir)
+            runner.prepare_python(os.path.join(workdir, "solution.py"), env)
+            job = read_frame(3)
+            os.close(3)
+            source = job["source"]
             if job["type"] == "cpp":
                 runner.run_cpp(source, self.s["cpp_compile_command"], self.s["cpp_execute_command"], env,
                                self.limits.time_s)
@@ -103,48 +125,93 @@ class Zygote:
                 cmd = self.s["python_execute_command"].format(source=source, workdir=workdir)
                 runner.run_command(shlex.split(cmd), env)
             else:
-                runner.run_python_inline(source, env)
+                code = runner.run_python(source)
         except BaseException:  # noqa: BLE001 - report, never return into the server loop
-            os.write(2, ("[code judge] sandbox setup failed:\n" + traceback.format_exc()).encode())
-        os._exit(70)
+            os.write(2, ("[code judge] sandbox failure:\n" + traceback.format_exc()).encode())
+        try:
+            os.write(4, str(code).encode())
+        finally:
+            os._exit(code)
 
+    def _wait(self, spare: Spare, timeout: float) -> tuple[int, bool]:
+        """Wait for the job's status (or its exit) with a wall-clock limit: (exit code or -signal, timed_out)."""
+        poller = select.poll()
+        poller.register(spare.done_r, select.POLLIN)
+        poller.register(spare.pidfd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            events = poller.poll(max(0, left) * 1000) if left > 0 else []
+            if not events:
+                os.kill(spare.pid, signal.SIGKILL)
+                return self._reap(spare), True
+            for fd, _ in events:
+                if fd == spare.done_r:
+                    data = os.read(spare.done_r, 16)
+                    if data:
+                        return int(data), False
+                    poller.unregister(spare.done_r)  # exec'ed or died: wait for the exit itself
+                else:
+                    return self._reap(spare), False
+
+    @staticmethod
+    def _reap(spare: Spare) -> int:
+        if spare.reaped:
+            return 0
+        _, status = os.waitpid(spare.pid, 0)
+        spare.reaped = True
+        return os.waitstatus_to_exitcode(status)
+
+    # -- one job ---------------------------------------------------------------------------------
     def run(self, job: dict) -> dict:
-        workdir = tempfile.mkdtemp(prefix="job-", dir="/tmp")
-        if self.iso.uid is not None:
-            os.chown(workdir, self.iso.uid, self.iso.uid)
-        source = os.path.join(workdir, "solution.cpp" if job["type"] == "cpp" else "solution.py")
+        spare = self.spare or self._fork_spare()
+        self.spare, self.used = None, spare
+        name = "solution.cpp" if job["type"] == "cpp" else "solution.py"
+        source = os.path.join(spare.workdir, name)
         with open(source, "w", encoding="utf-8", errors="surrogatepass") as f:
             f.write(job["solution"])
-        fds = self._open_io(job.get("input") or "")
+        with open(self.io["stdin"], "w", encoding="utf-8", errors="surrogatepass") as f:
+            f.write(job.get("input") or "")
         start = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:
-            self._job_main(job, workdir, source, fds)
-        for fd in fds:
-            os.close(fd)
-        code, timed_out = _wait(pid, self.limits.time_s)
+        write_frame(spare.go_w, {"type": job["type"], "source": source})
+        code, timed_out = self._wait(spare, self.limits.time_s)
         cost = time.perf_counter() - start
-        sandbox.kill_leftovers(self.iso, pid)
-        out_path, err_path = (os.path.join(self.io_dir, n) for n in ("stdout", "stderr"))
         limit = self.s["max_output_chars"]
-        stderr = _read_text(err_path, limit)
+        stderr = _read_text(self.io["stderr"], limit)
         if timed_out or code == -signal.SIGXCPU:
             timed_out = True
             stderr += f"\n[code judge] time limit exceeded ({self.limits.time_s:g} s)"
         elif code < 0 and -code in _SIGNAL_HINTS:
             stderr += f"\n[code judge] {_SIGNAL_HINTS[-code]}"
         expected = job.get("expected_output")
-        result = {
+        return {
             "exit_code": code,
             "timed_out": timed_out,
             "cost": cost,
-            "stdout": _read_text(out_path, limit),
+            "stdout": _read_text(self.io["stdout"], limit),
             "stderr": stderr[:limit],
-            "matches_expected": None if expected is None else _stdout_matches(out_path, expected),
+            "matches_expected": None if expected is None else _stdout_matches(self.io["stdout"], expected),
         }
-        shutil.rmtree(workdir, ignore_errors=True)
-        sandbox.remove_owned_files(self.iso.uid)
-        return result
+
+    def close(self) -> None:
+        """End the spare and anything left, so that the sandbox namespaces go away with this process."""
+        if self.spare is not None:
+            os.kill(self.spare.pid, signal.SIGKILL)
+            self.used, self.spare = self.spare, None
+        self.recycle(fork_next=False)
+
+    def recycle(self, fork_next: bool = True) -> None:
+        """After the answer went out: end the used job and all it left, then fork the next spare."""
+        used, self.used = self.used, None
+        if used is not None:
+            self._reap(used)
+            sandbox.kill_leftovers(self.iso, used.pid)
+            for fd in (used.pidfd, used.go_w, used.done_r):
+                os.close(fd)
+            shutil.rmtree(used.workdir, ignore_errors=True)
+            sandbox.remove_owned_files(self.iso.uid)
+        if self.spare is None and fork_next:
+            self.spare = self._fork_spare()
 
 
 def main() -> None:
@@ -167,6 +234,7 @@ def main() -> None:
     gc.collect()
     gc.freeze()  # keep the GC from touching (and so copying) the warm heap in every job
     zygote = Zygote(settings, iso)
+    zygote.recycle()  # the first spare
     write_frame(fd_out, {"ready": True, "pid": os.getpid(), "isolation": iso.as_dict(), "preload_failed": failed})
     while True:
         try:
@@ -178,6 +246,8 @@ def main() -> None:
         except Exception:  # noqa: BLE001
             result = {"error": traceback.format_exc()}
         write_frame(fd_out, result)
+        zygote.recycle()
+    zygote.close()
 
 
 if __name__ == "__main__":
