@@ -18,7 +18,19 @@ from typing import Mapping
 
 DEFAULT_PRELOAD = (
     "math,cmath,fractions,decimal,itertools,functools,collections,heapq,bisect,re,random,string,json,"
-    "statistics,numpy,numpy.random,numpy.linalg,sympy"
+    "statistics,numpy,numpy.random,numpy.linalg"
+)
+DEFAULT_HEAVY = "sympy"
+# Run once in the heavy zygote: sympy's first solve/simplify in a process costs ~30 ms of lazy imports and
+# cache building; done here, every job forked afterwards starts warm.
+DEFAULT_WARMUP = (
+    "import sympy as sp\n"
+    "x, y = sp.symbols('x y')\n"
+    "sp.solve(x**2 - 5*x + 6, x); sp.solve([x + y - 3, x - y - 1], [x, y])\n"
+    "sp.simplify(sp.sin(x)**2 + sp.cos(x)**2); sp.factor(x**2 - y**2); sp.expand((x + 1)**5)\n"
+    "sp.integrate(x**2, (x, 0, 1)); sp.diff(sp.sin(x) * x, x); sp.limit(sp.sin(x) / x, x, 0)\n"
+    "sp.nsimplify(0.25); sp.N(sp.pi, 30); sp.Rational(1, 3) + sp.sqrt(2); sp.latex(x**2)\n"
+    "sp.isprime(97); sp.factorint(360); sp.binomial(10, 3); sp.Matrix([[1, 2], [3, 4]]).det()\n"
 )
 
 
@@ -65,6 +77,8 @@ class JudgeConfig:
     sandbox_uid_base: int = 200000  # executed code runs as uid base+slot (root only)
     tmpfs_size: int = 256  # MB of private /tmp per worker
     preload_modules: str = DEFAULT_PRELOAD
+    preload_heavy_modules: str = DEFAULT_HEAVY  # a second zygote for code that names these; "" = one zygote
+    preload_warmup: str = DEFAULT_WARMUP  # code run once in the heavy zygote
     heartbeat_ttl: float = 10.0  # s; a worker silent this long is dead and its job is retried
     max_job_attempts: int = 2  # a job whose worker died this many times is answered internal_error
 
@@ -117,6 +131,8 @@ class JudgeConfig:
             sandbox_uid_base=_get(env, "SANDBOX_UID_BASE", d.sandbox_uid_base, int),
             tmpfs_size=_get(env, "SANDBOX_TMPFS_SIZE", d.tmpfs_size, int),
             preload_modules=_get(env, "PRELOAD_MODULES", d.preload_modules, str),
+            preload_heavy_modules=_get(env, "PRELOAD_HEAVY_MODULES", d.preload_heavy_modules, str),
+            preload_warmup=_get(env, "PRELOAD_WARMUP", d.preload_warmup, str),
             heartbeat_ttl=_get(env, "WORKER_HEARTBEAT_TTL", d.heartbeat_ttl, float),
             max_job_attempts=_get(env, "MAX_JOB_ATTEMPTS", d.max_job_attempts, int),
         )

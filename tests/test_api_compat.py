@@ -94,3 +94,9 @@ def test_each_job_gets_fresh_random_state(http):
     code = "import random, numpy as np; print(random.random(), np.random.rand())"
     outs = [r["stdout"] for r in run_batch(http, [code] * 4)]
     assert len(set(outs)) == 4, outs
+
+
+def test_jobs_naming_sympy_get_the_warm_sympy_zygote(http):
+    probe = "import sys\nprint('numpy' in sys.modules, ('sym' + 'py') in sys.modules)"
+    assert run_code(http, probe)["stdout"] == "True False\n"  # light zygote: no sympy in memory
+    assert run_code(http, probe + "  # sympy")["stdout"] == "True True\n"  # heavy zygote: preloaded

@@ -1,9 +1,10 @@
-"""Worker-side handle on one zygote: start it, send a job, wait for the answer, restart it if it dies."""
+"""Worker-side handles on the zygotes of one worker slot: start them, route and send jobs, restart them."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import subprocess
 import sys
@@ -34,13 +35,18 @@ def zygote_environment() -> dict:
     }
 
 
-def zygote_settings(cfg: JudgeConfig, slot: int) -> dict:
+def _names(csv: str) -> list[str]:
+    return [m.strip() for m in csv.split(",") if m.strip()]
+
+
+def zygote_settings(cfg: JudgeConfig, slot: int, heavy: bool = False) -> dict:
     return {
         "sandbox": cfg.sandbox,
         "slot": slot,
         "uid_base": cfg.sandbox_uid_base,
         "tmpfs_mb": cfg.tmpfs_size,
-        "preload": [m.strip() for m in cfg.preload_modules.split(",") if m.strip()],
+        "preload": _names(cfg.preload_modules) + (_names(cfg.preload_heavy_modules) if heavy else []),
+        "warmup": cfg.preload_warmup if heavy else "",
         "max_output_chars": cfg.max_stdout_error_length,
         "python_execute_command": cfg.python_execute_command,
         "cpp_compile_command": cfg.cpp_compile_command,
@@ -55,10 +61,12 @@ def zygote_settings(cfg: JudgeConfig, slot: int) -> dict:
     }
 
 
-class Executor:
-    def __init__(self, cfg: JudgeConfig, slot: int = 0):
-        self.cfg = cfg
-        self.slot = slot
+class ZygoteProcess:
+    """One zygote subprocess: start it, send a job, wait for the answer, restart it if it dies."""
+
+    def __init__(self, settings: dict, max_execution_time: float):
+        self.settings = settings
+        self.max_execution_time = max_execution_time
         self.proc: Optional[subprocess.Popen] = None
         self.isolation: dict = {}
 
@@ -72,14 +80,14 @@ class Executor:
             cwd="/",
             close_fds=True,
         )
-        write_frame(self.proc.stdin.fileno(), zygote_settings(self.cfg, self.slot))
+        write_frame(self.proc.stdin.fileno(), self.settings)
         ready = self._receive(timeout=300.0)
         if not ready.get("ready"):
             self.stop()
             raise ExecutorError(f"sandbox could not start: {ready.get('error')}")
         self.isolation = ready["isolation"]
         if ready.get("preload_failed"):
-            log.info("preload: modules not available: %s", ", ".join(ready["preload_failed"]))
+            log.info("preload: not available: %s", ", ".join(ready["preload_failed"]))
         return self.isolation
 
     def stop(self) -> None:
@@ -111,16 +119,57 @@ class Executor:
                 tick()
 
     def run(self, job: dict, tick: Optional[Callable[[], None]] = None) -> dict:
-        """Run one job; `tick` is called every ~2 s while waiting (the worker's heartbeat)."""
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         try:
             write_frame(self.proc.stdin.fileno(), job)
             # The zygote enforces the time limit itself; the margin covers fork, compile and clean-up.
-            result = self._receive(self.cfg.max_execution_time + 30, tick)
+            result = self._receive(self.max_execution_time + 30, tick)
         except (ExecutorError, OSError) as exc:
             self.stop()
             raise ExecutorError(str(exc)) from exc
         if "error" in result:
             raise ExecutorError(result["error"])
         return result
+
+
+class Executor:
+    """The zygotes of one worker slot, and which job goes to which.
+
+    Forking costs more the more memory the zygote holds (sympy alone doubles it), so there are two tiers:
+    the light zygote preloads PRELOAD_MODULES, the heavy one also PRELOAD_HEAVY_MODULES (and runs
+    PRELOAD_WARMUP so that first calls such as `sympy.solve` are warm). A Python job whose source names a
+    heavy module goes to the heavy zygote; every other job to the light one.
+    """
+
+    def __init__(self, cfg: JudgeConfig, slot: int = 0):
+        self.cfg = cfg
+        self.light = ZygoteProcess(zygote_settings(cfg, slot), cfg.max_execution_time)
+        heavy = _names(cfg.preload_heavy_modules)
+        self.heavy = ZygoteProcess(zygote_settings(cfg, slot, heavy=True), cfg.max_execution_time) if heavy else None
+        self._heavy_re = re.compile(r"\b(" + "|".join(re.escape(m.split(".")[0]) for m in heavy) + r")\b") if heavy else None
+
+    @property
+    def isolation(self) -> dict:
+        return self.light.isolation
+
+    def _tiers(self) -> list[ZygoteProcess]:
+        return [z for z in (self.light, self.heavy) if z is not None]
+
+    def start(self) -> dict:
+        for z in self._tiers():
+            z.start()
+        return self.isolation
+
+    def stop(self) -> None:
+        for z in self._tiers():
+            z.stop()
+
+    def zygote_for(self, job: dict) -> ZygoteProcess:
+        if self.heavy is not None and job.get("type") == "python" and self._heavy_re.search(job["solution"]):
+            return self.heavy
+        return self.light
+
+    def run(self, job: dict, tick: Optional[Callable[[], None]] = None) -> dict:
+        """Run one job; `tick` is called every ~2 s while waiting (the worker's heartbeat)."""
+        return self.zygote_for(job).run(job, tick)

@@ -36,8 +36,8 @@ def _exit_code(exc: SystemExit) -> int:
 
 def prepare_python(path: str, env: dict) -> None:
     """Everything that does not depend on the solution: done while the job process waits for its job."""
-    os.environ.clear()
-    os.environ.update(env)
+    os.environ["HOME"] = env["HOME"]  # the rest of `env` is this process's environment already
+    os.environ["TMPDIR"] = env["TMPDIR"]
     _reseed()
     sys.stdin = sys.__stdin__ = open(0, "r", encoding="utf-8", errors="surrogateescape", closefd=False)
     sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)

@@ -243,24 +243,32 @@ def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolat
     return iso
 
 
-def _vm_size_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+class AddressSpace:
+    """Reads this process's address-space size through a /proc fd opened before the sandbox's /proc
+    replaced it (in there, /proc/self does not resolve for the zygote). A job inherits the size at fork."""
+
+    def __init__(self):
+        self.fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self.page = os.sysconf("SC_PAGE_SIZE")
+
+    def size(self) -> int:
+        return int(os.pread(self.fd, 64, 0).split()[0]) * self.page
 
 
-def enter_job(iso: Isolation, limits: Limits, workdir: str) -> dict:
-    """In a freshly forked job process: apply limits, drop privileges. Returns the job's environment."""
+def enter_job(iso: Isolation, limits: Limits, workdir: str, vm_bytes: int) -> dict:
+    """In a freshly forked job process: apply limits, drop privileges. Returns the job's environment.
+
+    `vm_bytes` is the address space inherited from the zygote; the job may allocate `limits.memory_mb` more.
+    The environment is the zygote's own (exec'ed minimal, see executor.zygote_environment) with HOME and
+    TMPDIR pointing at the job's private working dir.
+    """
     os.setsid()
     os.chdir(workdir)
     mb = 1024 * 1024
     cpu = int(limits.time_s) + 1
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    try:
-        vm = _vm_size_bytes()
-    except OSError:
-        vm = 0
-    as_limit = vm + limits.memory_mb * mb
+    as_limit = vm_bytes + limits.memory_mb * mb
     resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
@@ -272,15 +280,7 @@ def enter_job(iso: Isolation, limits: Limits, workdir: str) -> dict:
         os.setresuid(iso.uid, iso.uid, iso.uid)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change, so set it after
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    return {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
+    return dict(os.environ, HOME=workdir, TMPDIR=workdir)
 
 
 def _has_processes(iso: Isolation) -> bool:

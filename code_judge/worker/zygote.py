@@ -12,9 +12,10 @@ Each job gets a fresh working dir owned by the sandbox uid, stdin from a file, s
 (so a flood cannot block a pipe; the file size limit ends it), and a wall-clock timer that also catches
 sleeping code. Afterwards every process the job left is killed and its files are removed.
 
-Neither the fork nor the clean-up is on a job's latency path: the next job process (a `Spare`) is forked
-and sandboxed right after an answer goes out, and waits for its job on a pipe; it reports its exit status
-on another pipe before the kernel tears its address space down.
+The clean-up of a job is never on its latency path: the job process reports its exit status on a pipe
+before the kernel tears it down, and the zygote answers first. When the worker is idle, the next job
+process (a `Spare`) is forked and sandboxed ahead and waits for its job on a pipe, so the fork is off the
+latency path too; under load it is forked on demand (see `main`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Optional
 
 from code_judge.worker import runner, sandbox
 from code_judge.worker.protocol import read_frame, write_frame
+
+SPARE_IDLE_S = 0.002  # no new job this soon after an answer: fork the next job process ahead
 
 _SIGNAL_HINTS = {
     signal.SIGXCPU: "CPU time limit exceeded",
@@ -78,8 +81,9 @@ class Spare:
 
 
 class Zygote:
-    def __init__(self, settings: dict, iso: sandbox.Isolation):
+    def __init__(self, settings: dict, iso: sandbox.Isolation, address_space: sandbox.AddressSpace):
         self.s = settings
+        self.address_space = address_space
         self.iso = iso
         self.limits = sandbox.Limits(**settings["limits"])
         self.io_dir = tempfile.mkdtemp(prefix="cj-io-")
@@ -97,14 +101,15 @@ class Zygote:
         fds += [os.open(self.io[n], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) for n in ("stdout", "stderr")]
         go_r, go_w = os.pipe()
         done_r, done_w = os.pipe()
+        vm_bytes = self.address_space.size()
         pid = os.fork()
         if pid == 0:
-            self._job_main(workdir, fds, go_r, done_w)
+            self._job_main(workdir, fds, go_r, done_w, vm_bytes)
         for fd in (*fds, go_r, done_w):
             os.close(fd)
         return Spare(pid, os.pidfd_open(pid), workdir, go_w, done_r)
 
-    def _job_main(self, workdir: str, fds: list[int], go_r: int, done_w: int) -> None:
+    def _job_main(self, workdir: str, fds: list[int], go_r: int, done_w: int, vm_bytes: int) -> None:
         code = 70
         try:
             for target, fd in enumerate(fds):
@@ -113,7 +118,7 @@ class Zygote:
             os.dup2(done_w, 4)  # not inheritable: an exec'ed program closes it, the zygote then waits for exit
             os.closerange(5, 65536)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            env = sandbox.enter_job(self.iso, self.limits, workdir)
+            env = sandbox.enter_job(self.iso, self.limits, workdir, vm_bytes)
             runner.prepare_python(os.path.join(workdir, "solution.py"), env)
             job = read_frame(3)
             os.close(3)
@@ -223,6 +228,7 @@ def main() -> None:
     os.dup2(devnull, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the worker decides
     settings = read_frame(fd_in)
+    address_space = sandbox.AddressSpace()  # before the sandbox's own /proc hides ours
     try:
         iso = sandbox.isolate_zygote(
             settings["sandbox"], settings["slot"], settings["uid_base"], settings["tmpfs_mb"]
@@ -231,9 +237,15 @@ def main() -> None:
         write_frame(fd_out, {"ready": False, "error": str(exc)})
         sys.exit(1)
     failed = _preload(settings["preload"])
+    if settings.get("warmup"):
+        try:
+            exec(compile(settings["warmup"], "<warmup>", "exec"), {"__name__": "__warmup__"})
+        except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation, never a reason to stop
+            failed.append(f"warmup ({type(exc).__name__}: {exc})")
+    os.environ.pop("PYTHONPATH", None)  # jobs start from this environment (see runner.prepare_python)
     gc.collect()
     gc.freeze()  # keep the GC from touching (and so copying) the warm heap in every job
-    zygote = Zygote(settings, iso)
+    zygote = Zygote(settings, iso, address_space)
     zygote.recycle()  # the first spare
     write_frame(fd_out, {"ready": True, "pid": os.getpid(), "isolation": iso.as_dict(), "preload_failed": failed})
     while True:
@@ -246,7 +258,10 @@ def main() -> None:
         except Exception:  # noqa: BLE001
             result = {"error": traceback.format_exc()}
         write_frame(fd_out, result)
-        zygote.recycle()
+        # Under load the next job is already on its way: fork for it on demand. A spare forked now would
+        # share pages with this process while it handles that job, and copy-on-write makes that cost more
+        # CPU than it saves. When idle, fork the spare ahead, off the next job's latency path.
+        zygote.recycle(fork_next=not select.select([fd_in], [], [], SPARE_IDLE_S)[0])
     zygote.close()
 
 
