@@ -17,11 +17,10 @@ import os
 from typing import Mapping
 
 DEFAULT_PRELOAD = (
-    "math,cmath,fractions,decimal,itertools,functools,collections,heapq,bisect,re,random,string,json,"
-    "statistics,numpy,numpy.random,numpy.linalg"
+    "math,cmath,fractions,decimal,itertools,functools,collections,heapq,bisect,re,random,string,json,statistics"
 )
-DEFAULT_HEAVY = "sympy"
-# Run once in the heavy zygote: sympy's first solve/simplify in a process costs ~30 ms of lazy imports and
+DEFAULT_TIERS = "numpy,numpy.random,numpy.linalg;sympy"
+# Run once in the heaviest zygote: sympy's first solve/simplify in a process costs ~30 ms of lazy imports and
 # cache building; done here, every job forked afterwards starts warm.
 DEFAULT_WARMUP = (
     "import sympy as sp\n"
@@ -77,8 +76,8 @@ class JudgeConfig:
     sandbox_uid_base: int = 200000  # executed code runs as uid base+slot (root only)
     tmpfs_size: int = 256  # MB of private /tmp per worker
     preload_modules: str = DEFAULT_PRELOAD
-    preload_heavy_modules: str = DEFAULT_HEAVY  # a second zygote for code that names these; "" = one zygote
-    preload_warmup: str = DEFAULT_WARMUP  # code run once in the heavy zygote
+    preload_tiers: str = DEFAULT_TIERS  # ";"-separated module sets, each a zygote on top of the previous
+    preload_warmup: str = DEFAULT_WARMUP  # code run once in the last (heaviest) tier
     heartbeat_ttl: float = 10.0  # s; a worker silent this long is dead and its job is retried
     max_job_attempts: int = 2  # a job whose worker died this many times is answered internal_error
 
@@ -131,7 +130,7 @@ class JudgeConfig:
             sandbox_uid_base=_get(env, "SANDBOX_UID_BASE", d.sandbox_uid_base, int),
             tmpfs_size=_get(env, "SANDBOX_TMPFS_SIZE", d.tmpfs_size, int),
             preload_modules=_get(env, "PRELOAD_MODULES", d.preload_modules, str),
-            preload_heavy_modules=_get(env, "PRELOAD_HEAVY_MODULES", d.preload_heavy_modules, str),
+            preload_tiers=_get(env, "PRELOAD_TIERS", d.preload_tiers, str),
             preload_warmup=_get(env, "PRELOAD_WARMUP", d.preload_warmup, str),
             heartbeat_ttl=_get(env, "WORKER_HEARTBEAT_TTL", d.heartbeat_ttl, float),
             max_job_attempts=_get(env, "MAX_JOB_ATTEMPTS", d.max_job_attempts, int),

@@ -96,7 +96,9 @@ def test_each_job_gets_fresh_random_state(http):
     assert len(set(outs)) == 4, outs
 
 
-def test_jobs_naming_sympy_get_the_warm_sympy_zygote(http):
-    probe = "import sys\nprint('numpy' in sys.modules, ('sym' + 'py') in sys.modules)"
-    assert run_code(http, probe)["stdout"] == "True False\n"  # light zygote: no sympy in memory
-    assert run_code(http, probe + "  # sympy")["stdout"] == "True True\n"  # heavy zygote: preloaded
+def test_jobs_go_to_the_lightest_zygote_that_preloaded_what_they_name(http):
+    probe = "import sys\nprint(('num' + 'py') in sys.modules, ('sym' + 'py') in sys.modules)"
+    assert run_code(http, probe)["stdout"] == "False False\n"  # stdlib zygote
+    assert run_code(http, probe + "  # numpy")["stdout"] == "True False\n"
+    assert run_code(http, probe + "  # sympy")["stdout"] == "True True\n"  # also warmed up
+    assert run_code(http, probe + "  # sympy and numpy")["stdout"] == "True True\n"

@@ -57,9 +57,9 @@ def wait_for(predicate, timeout=30.0, what="condition"):
 
 
 def busy_worker_pid(client: redis.Redis):
-    for key in client.scan_iter(f"{KEYS.prefix}:hb:*"):
-        beat = client.get(key)
-        if beat and json.loads(beat)["busy"]:
+    for wid in client.smembers(KEYS.workers):
+        beat = client.get(KEYS.heartbeat(wid))
+        if beat and client.llen(KEYS.processing(wid)):
             return json.loads(beat)["pid"]
     return None
 

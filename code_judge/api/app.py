@@ -57,8 +57,12 @@ async def collect_status(dispatcher: Dispatcher, request_latency) -> dict:
     pipe.lrange(keys.latency, 0, -1)
     queue, worker_ids, stats, lat = await pipe.execute()
     worker_ids = sorted(worker_ids)
-    beats = await r.mget([keys.heartbeat(w) for w in worker_ids]) if worker_ids else []
-    alive = [json.loads(b) for b in beats if b]
+    pipe = r.pipeline(transaction=False)
+    for w in worker_ids:
+        pipe.get(keys.heartbeat(w))
+        pipe.llen(keys.processing(w))
+    answers = await pipe.execute() if worker_ids else []
+    alive = [dict(json.loads(b), busy=n > 0) for b, n in zip(answers[::2], answers[1::2]) if b]
     isos = [w["isolation"] for w in alive if w.get("isolation")]
     isolation = next((i for i in isos if i.get("level") != "full"), isos[0] if isos else None)  # the weakest
     lat = [float(x) for x in lat]

@@ -39,14 +39,26 @@ def _names(csv: str) -> list[str]:
     return [m.strip() for m in csv.split(",") if m.strip()]
 
 
-def zygote_settings(cfg: JudgeConfig, slot: int, heavy: bool = False) -> dict:
+def preload_tiers(cfg: JudgeConfig) -> list[list[str]]:
+    """Module lists of the zygote tiers: PRELOAD_MODULES, then each PRELOAD_TIERS set added on top.
+
+    >>> preload_tiers(JudgeConfig(preload_modules="math", preload_tiers="numpy;sympy"))
+    [['math'], ['math', 'numpy'], ['math', 'numpy', 'sympy']]
+    """
+    tiers = [_names(cfg.preload_modules)]
+    for extra in filter(str.strip, cfg.preload_tiers.split(";")):
+        tiers.append(tiers[-1] + _names(extra))
+    return tiers
+
+
+def zygote_settings(cfg: JudgeConfig, slot: int, modules: list[str], warmup: str = "") -> dict:
     return {
         "sandbox": cfg.sandbox,
         "slot": slot,
         "uid_base": cfg.sandbox_uid_base,
         "tmpfs_mb": cfg.tmpfs_size,
-        "preload": _names(cfg.preload_modules) + (_names(cfg.preload_heavy_modules) if heavy else []),
-        "warmup": cfg.preload_warmup if heavy else "",
+        "preload": modules,
+        "warmup": warmup,
         "max_output_chars": cfg.max_stdout_error_length,
         "python_execute_command": cfg.python_execute_command,
         "cpp_compile_command": cfg.cpp_compile_command,
@@ -136,39 +148,44 @@ class ZygoteProcess:
 class Executor:
     """The zygotes of one worker slot, and which job goes to which.
 
-    Forking costs more the more memory the zygote holds (sympy alone doubles it), so there are two tiers:
-    the light zygote preloads PRELOAD_MODULES, the heavy one also PRELOAD_HEAVY_MODULES (and runs
-    PRELOAD_WARMUP so that first calls such as `sympy.solve` are warm). A Python job whose source names a
-    heavy module goes to the heavy zygote; every other job to the light one.
+    A fork costs more the more memory the zygote holds (numpy doubles a bare interpreter, sympy doubles it
+    again), so each slot keeps one zygote per preload tier (see `preload_tiers`; by default stdlib,
+    + numpy, + sympy warmed up by PRELOAD_WARMUP). A Python job goes to the lightest tier that holds every
+    tier module its source names (`import numpy as np` names numpy); C++ goes to the lightest.
     """
 
     def __init__(self, cfg: JudgeConfig, slot: int = 0):
-        self.cfg = cfg
-        self.light = ZygoteProcess(zygote_settings(cfg, slot), cfg.max_execution_time)
-        heavy = _names(cfg.preload_heavy_modules)
-        self.heavy = ZygoteProcess(zygote_settings(cfg, slot, heavy=True), cfg.max_execution_time) if heavy else None
-        self._heavy_re = re.compile(r"\b(" + "|".join(re.escape(m.split(".")[0]) for m in heavy) + r")\b") if heavy else None
+        tiers = preload_tiers(cfg)
+        self.zygotes = [
+            ZygoteProcess(zygote_settings(cfg, slot, mods, cfg.preload_warmup if k == len(tiers) - 1 and k else ""),
+                          cfg.max_execution_time)
+            for k, mods in enumerate(tiers)
+        ]
+        self.routes = []  # (pattern of the top-level names a tier adds, tier index), heaviest first
+        for k in range(len(tiers) - 1, 0, -1):
+            added = sorted({m.split(".")[0] for m in tiers[k]} - {m.split(".")[0] for m in tiers[k - 1]})
+            if added:
+                self.routes.append((re.compile(r"\b(?:" + "|".join(map(re.escape, added)) + r")\b"), k))
 
     @property
     def isolation(self) -> dict:
-        return self.light.isolation
-
-    def _tiers(self) -> list[ZygoteProcess]:
-        return [z for z in (self.light, self.heavy) if z is not None]
+        return self.zygotes[0].isolation
 
     def start(self) -> dict:
-        for z in self._tiers():
+        for z in self.zygotes:
             z.start()
         return self.isolation
 
     def stop(self) -> None:
-        for z in self._tiers():
+        for z in self.zygotes:
             z.stop()
 
     def zygote_for(self, job: dict) -> ZygoteProcess:
-        if self.heavy is not None and job.get("type") == "python" and self._heavy_re.search(job["solution"]):
-            return self.heavy
-        return self.light
+        if job.get("type") == "python":
+            for pattern, k in self.routes:
+                if pattern.search(job["solution"]):
+                    return self.zygotes[k]
+        return self.zygotes[0]
 
     def run(self, job: dict, tick: Optional[Callable[[], None]] = None) -> dict:
         """Run one job; `tick` is called every ~2 s while waiting (the worker's heartbeat)."""

@@ -63,7 +63,6 @@ class Worker:
         self.executor = Executor(cfg, slot)
         self.redis = connect(cfg)
         self.stopping = False
-        self.busy = False
         self.executions = 0
         self._last_beat = 0.0
 
@@ -84,21 +83,16 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _add_heartbeat(self, pipe) -> None:
-        """Queue the heartbeat on a pipeline, so that busy/idle changes cost no extra round trip."""
-        info = json.dumps(
-            {"host": socket.gethostname(), "pid": os.getpid(), "busy": self.busy,
-             "executions": self.executions, "isolation": self.executor.isolation}
-        )
-        pipe.sadd(self.keys.workers, self.wid)
-        pipe.set(self.keys.heartbeat(self.wid), info, px=int(self.cfg.heartbeat_ttl * 1000))
-        self._last_beat = time.time()
-
     def heartbeat(self, force: bool = False) -> None:
+        """Say this worker is alive (every quarter TTL). Whether it is busy is its processing list's length."""
         if force or time.time() - self._last_beat >= self.cfg.heartbeat_ttl / 4:
+            info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "executions": self.executions,
+                               "isolation": self.executor.isolation})
             pipe = self.redis.pipeline(transaction=False)
-            self._add_heartbeat(pipe)
+            pipe.sadd(self.keys.workers, self.wid)
+            pipe.set(self.keys.heartbeat(self.wid), info, px=int(self.cfg.heartbeat_ttl * 1000))
             pipe.execute()
+            self._last_beat = time.time()
 
     def _beat_quietly(self) -> None:
         try:
@@ -128,22 +122,16 @@ class Worker:
             # The API has answered queue_timeout already; running it would only waste a slot.
             self._retry(lambda: self._finish(raw, None, {"dropped": 1}), "drop stale job")
             return
-        self.busy = True
-        self._retry(lambda: self._started(item), "ack start", give_up_at=time.time() + 5)
+        if item.get("start_by") is not None:  # only non-long items have a start deadline to tell the API about
+            self._retry(lambda: self.redis.rpush(item["reply"], started_message(item["i"])), "ack start",
+                        give_up_at=time.time() + 5)
         result = self.execute(sub)
-        self.busy = False
         self.executions += 1
         counters = {"executions": 1, "success" if result["success"] else "failure": 1}
         if result["reason"]:
             counters[f"reason:{result['reason']}"] = 1
         self._retry(lambda: self._finish(raw, item, counters, result), "push result",
                     give_up_at=time.time() + item["ttl"])
-
-    def _started(self, item: dict) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(item["reply"], started_message(item["i"]))
-        self._add_heartbeat(pipe)
-        pipe.execute()
 
     def execute(self, sub: dict) -> dict:
         if sub.get("type") not in SUPPORTED_TYPES:  # the API checks this too; items may come from elsewhere
@@ -165,7 +153,6 @@ class Worker:
         pipe.lrem(self.processing, 1, raw)
         for name, n in counters.items():
             pipe.hincrby(self.keys.stats, name, n)
-        self._add_heartbeat(pipe)
         pipe.execute()
 
     def request_stop(self, *_) -> None:
