@@ -8,6 +8,9 @@ Deadlines per item (the public code-judge's semantics, answered faster where it 
 
 If Redis goes away while a request waits, the request reconnects; if Redis came back empty (a restart: its
 run_id changed), the items not yet started are enqueued again. Duplicate replies are ignored.
+
+The reply list is never deleted: once drained it no longer exists in Redis, and each result push sets an
+expiry on it, so replies that arrive after the request gave up do not stay behind either.
 """
 
 from __future__ import annotations
@@ -135,7 +138,9 @@ class Dispatcher:
                     popped = await self.redis.blpop([reply], timeout=wait)
                     if popped is None:
                         continue
-                    batch = [popped[1]] + (await self.redis.lpop(reply, 1000) or [])
+                    batch = [popped[1]]
+                    if len(pending) > 1:  # more may be waiting: take them in the same round trip
+                        batch += await self.redis.lpop(reply, 1000) or []
                 except REDIS_ERRORS as exc:
                     log.warning("Redis error while waiting (%s); reconnecting", exc)
                     note = f"Redis connection lost: {exc}"
@@ -157,8 +162,3 @@ class Dispatcher:
         except RedisUnavailable as exc:
             for i, item in pending.items():
                 results[i] = error_result(item["sub"].get("sub_id"), Reason.QUEUE_TIMEOUT, f"code judge queue: {exc}")
-        finally:
-            try:
-                await self.redis.delete(reply)
-            except REDIS_ERRORS:
-                pass
