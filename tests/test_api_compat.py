@@ -102,3 +102,16 @@ def test_jobs_go_to_the_lightest_zygote_that_preloaded_what_they_name(http):
     assert run_code(http, probe + "  # numpy")["stdout"] == "True False\n"
     assert run_code(http, probe + "  # sympy")["stdout"] == "True True\n"  # also warmed up
     assert run_code(http, probe + "  # sympy and numpy")["stdout"] == "True True\n"
+
+
+def test_threads_work_and_are_joined_at_exit_like_python3(http):
+    code = """
+import threading, time
+out = []
+t = threading.Thread(target=lambda: out.append(sum(range(10))))
+t.start(); t.join()
+print(out)
+threading.Thread(target=lambda: (time.sleep(0.2), print('late thread'))).start()
+"""
+    r = run_code(http, code)
+    assert r["run_success"] and r["stdout"] == "[45]\nlate thread\n"

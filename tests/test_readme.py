@@ -30,3 +30,10 @@ def test_documented_cli_commands_parse():
     assert len(lines) >= 4
     for line in lines:
         parser.parse_args(shlex.split(line.split("#")[0]))  # SystemExit on an unknown command or flag
+
+
+def test_every_setting_is_documented():
+    names = re.findall(r'_get\(env, "([A-Z_]+)"', (ROOT / "code_judge" / "config.py").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert len(names) > 20
+    assert [n for n in names if f"`{n}`" not in readme] == []

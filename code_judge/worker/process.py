@@ -9,9 +9,11 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import time
+import uuid
 from typing import Callable, Optional, TypeVar
 
 import redis
@@ -36,6 +38,21 @@ def connect(cfg: JudgeConfig) -> redis.Redis:
         decode_responses=True,
         encoding_errors="surrogatepass",
     )
+
+
+def save_error_case(root: str, sub: dict, result: dict) -> None:
+    """ERROR_CASE_SAVE_PATH: keep a failed submission and its result under <root>/<sub_id>/ for debugging."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(sub.get("sub_id") or uuid.uuid4()))[:120].lstrip(".") or "case"
+    case_dir = os.path.join(root, name)
+    try:
+        os.makedirs(case_dir, exist_ok=True)
+        for file_name, content in (("submission.json", sub), ("result.json", result)):
+            with open(os.path.join(case_dir, file_name), "w", encoding="utf-8", errors="surrogatepass") as f:
+                json.dump(content, f, indent=2)
+        with open(os.path.join(case_dir, "solution.txt"), "w", encoding="utf-8", errors="surrogatepass") as f:
+            f.write(sub.get("solution") or "")
+    except OSError as exc:
+        log.warning("could not save error case to %s: %s", case_dir, exc)
 
 
 def build_result(sub: dict, run: dict) -> dict:
@@ -126,6 +143,8 @@ class Worker:
             self._retry(lambda: self.redis.rpush(item["reply"], started_message(item["i"])), "ack start",
                         give_up_at=time.time() + 5)
         result = self.execute(sub)
+        if self.cfg.error_case_save_path and not result["success"]:
+            save_error_case(self.cfg.error_case_save_path, sub, result)
         self.executions += 1
         counters = {"executions": 1, "success" if result["success"] else "failure": 1}
         if result["reason"]:
