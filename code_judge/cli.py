@@ -111,7 +111,7 @@ def cmd_demo(args) -> None:
 
     from code_judge.local import LocalJudge
 
-    with LocalJudge(workers=args.max_workers, env={"MAX_EXECUTION_TIME": "2"}) as judge:
+    with LocalJudge(workers=args.max_workers, env={"MAX_EXECUTION_TIME": "2", "LOG_LEVEL": "WARNING"}) as judge:
         status = httpx.get(judge.url + "/status").json()
         print(f"code judge at {judge.url}; isolation: {status['isolation']}")
         batch = {"type": "batch", "submissions": [

@@ -28,6 +28,14 @@ from code_judge.config import JudgeConfig
 LATENCY_SAMPLES = 1000
 
 
+def redis_options(cfg: JudgeConfig) -> dict:
+    """Connection settings shared by the API (redis.asyncio) and the workers (redis): `Redis.from_url(
+    cfg.require_redis(), **redis_options(cfg))`. Keepalive and health checks notice a dead or restarted
+    server; replies are text, with any lone surrogate a client sent kept intact."""
+    return dict(socket_timeout=cfg.redis_socket_timeout, socket_connect_timeout=10, socket_keepalive=True,
+                health_check_interval=30, decode_responses=True, encoding_errors="surrogatepass")
+
+
 class Keys:
     def __init__(self, cfg: JudgeConfig):
         p = cfg.prefix

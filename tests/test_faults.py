@@ -163,3 +163,17 @@ def test_api_answers_when_redis_is_down(own_redis):
     finally:
         own_redis.start()
         judge.stop()
+
+
+def test_malformed_queue_item_is_dropped_not_fatal(own_redis):
+    judge = start_judge(own_redis, workers=1)
+    client = redis.Redis(port=own_redis.port, decode_responses=True)
+    try:
+        client.lpush(KEYS.queue, "this is not json", json.dumps({"no": "fields"}))
+        r = httpx.post(judge.url + "/run", json={"type": "python", "solution": "print('fine')"}, timeout=60).json()
+        assert r["stdout"] == "fine\n"
+        assert int(client.hget(KEYS.stats, "malformed")) == 2
+        assert judge.wait_ready()["workers"]["alive"] == 1
+    finally:
+        client.close()
+        judge.stop()

@@ -26,7 +26,7 @@ from redis import exceptions as rexc
 
 from code_judge.config import JudgeConfig
 from code_judge.models import SUPPORTED_TYPES, Reason, Submission, error_result
-from code_judge.queue import Keys, make_item
+from code_judge.queue import Keys, make_item, redis_options
 
 log = logging.getLogger("code_judge.api")
 REDIS_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError)
@@ -52,15 +52,7 @@ class Dispatcher:
     def __init__(self, cfg: JudgeConfig):
         self.cfg = cfg
         self.keys = Keys(cfg)
-        self.redis = aioredis.Redis.from_url(
-            cfg.require_redis(),
-            socket_timeout=cfg.redis_socket_timeout,
-            socket_connect_timeout=10,
-            socket_keepalive=True,
-            health_check_interval=30,
-            decode_responses=True,
-            encoding_errors="surrogatepass",
-        )
+        self.redis = aioredis.Redis.from_url(cfg.require_redis(), **redis_options(cfg))
         self._run_id: Optional[str] = None
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ import redis
 
 from code_judge.config import JudgeConfig
 from code_judge.models import Reason, SUPPORTED_TYPES, error_result
-from code_judge.queue import LATENCY_SAMPLES, Keys, result_message, started_message
+from code_judge.queue import LATENCY_SAMPLES, Keys, redis_options, result_message, started_message
 from code_judge.worker.executor import Executor, ExecutorError
 
 log = logging.getLogger("code_judge.worker")
@@ -29,15 +29,7 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErro
 
 
 def connect(cfg: JudgeConfig) -> redis.Redis:
-    return redis.Redis.from_url(
-        cfg.require_redis(),
-        socket_timeout=cfg.redis_socket_timeout,
-        socket_connect_timeout=10,
-        socket_keepalive=True,
-        health_check_interval=30,
-        decode_responses=True,
-        encoding_errors="surrogatepass",
-    )
+    return redis.Redis.from_url(cfg.require_redis(), **redis_options(cfg))
 
 
 def save_error_case(root: str, sub: dict, result: dict) -> None:
@@ -124,16 +116,26 @@ class Worker:
         getattr(log, level)("worker %s ready; isolation %s %s", self.wid, iso["level"], iso["warnings"] or "")
         self._retry(lambda: self.heartbeat(force=True), "register")
         while not self.stopping:
-            raw = self._retry(
-                lambda: (self.heartbeat(), self.redis.blmove(self.keys.queue, self.processing, 1.0, "RIGHT", "LEFT"))[1],
-                "wait for work",
-            )
+            raw = self._retry(self._next_item, "wait for work")
             if raw:
                 self.handle(raw)
         self.executor.stop()
 
+    def _next_item(self) -> Optional[str]:
+        """Block up to 1 s for work, moving it atomically into this worker's processing list."""
+        self.heartbeat()
+        return self.redis.blmove(self.keys.queue, self.processing, 1.0, "RIGHT", "LEFT")
+
     def handle(self, raw: str) -> None:
-        item = json.loads(raw)
+        try:
+            item = json.loads(raw)
+            if not (isinstance(item, dict) and isinstance(item.get("sub"), dict) and {"reply", "i", "ttl"} <= set(item)):
+                raise ValueError("missing fields")
+        except ValueError as exc:
+            # Not ours (someone else pushed to the queue): drop it, or every worker would crash on it.
+            log.error("dropping a malformed work item (%s): %.200r", exc, raw)
+            self._retry(lambda: self._finish(raw, None, {"malformed": 1}), "drop malformed item")
+            return
         sub = item["sub"]
         if item.get("start_by") is not None and time.time() > item["start_by"]:
             # The API has answered queue_timeout already; running it would only waste a slot.
@@ -159,7 +161,7 @@ class Worker:
         try:
             return build_result(sub, self.executor.run(job, tick=self._beat_quietly))
         except ExecutorError as exc:
-            log.error("sandbox failure, restarting it: %s", exc)
+            log.error("sandbox failure: %s", exc)
             return error_result(sub.get("sub_id"), Reason.INTERNAL_ERROR, f"sandbox failure: {exc}")
 
     def _finish(self, raw: str, item: Optional[dict], counters: dict, result: Optional[dict] = None) -> None:
