@@ -2,7 +2,7 @@
 # Set up rstar2-agent on a fresh Debian/Ubuntu machine.
 #
 #   bash install.sh          CPU install: redis-server, torch 2.13.0 (CPU build), verl 0.9.1, this package + tests
-#   bash install.sh --gpu    the same plus the GPU-only extras (sglang, flash-attn); run it on the GPU nodes
+#   bash install.sh --gpu    GPU nodes: verl with SGLang (CUDA torch from verl's pins) and flash-attn instead
 #
 # Installs into the Python that `python3` (or $PYTHON) runs; make and activate a venv first if you want one.
 set -euo pipefail
@@ -33,8 +33,9 @@ command -v g++ >/dev/null || missing+=(g++)
 
 pip_install() { "$PY" -m pip install --progress-bar off "$@"; }
 if [ "$GPU" = 1 ]; then
-  step "pip: rstar2-agent with the train, test and gpu extras (torch comes from the GPU engines' pins)"
-  pip_install -e ".[train,test,gpu]"
+  step "pip: rstar2-agent with verl[sglang] (CUDA torch 2.11 from verl's pins), then flash-attn against it"
+  pip_install -e ".[train,test]" "verl[sglang]==0.9.1"
+  pip_install --no-build-isolation flash-attn
 else
   step "pip: torch 2.13.0 CPU build first, so nothing below can pull a CUDA build"
   pip_install "torch==2.13.0"
