@@ -1,0 +1,1 @@
+"""Config files shipped with the package (tool yamls under ``tool_config/``)."""

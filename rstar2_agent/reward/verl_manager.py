@@ -1,0 +1,283 @@
+"""The verl (0.9.1) reward manager ``code_judge``: rStar2-Agent's outcome reward, scored in a process pool.
+
+verl 0.9.1 has two reward-manager registries, and this class is registered in both under ``code_judge``:
+
+* ``verl.experimental.reward_loop.reward_manager`` (what the 0.9.1 trainer resolves from
+  ``reward.reward_manager.name`` / legacy ``reward_model.reward_manager``): the reward-loop workers
+  call ``await manager.run_single(data)`` per sample and then ``assemble_rm_scores(data, scores)``.
+* ``verl.workers.reward_manager`` (the older batch API): ``manager(data, return_dict=True)`` returns
+  ``{"reward_tensor", "reward_extra_info"}``.
+
+The registry only knows classes whose module was imported, so the process that builds the manager
+must ``import rstar2_agent.reward.verl_manager`` first (or use ``reward.reward_manager.source=importlib``
+with this file's path and ``name=CodeJudgeRewardManager``).
+
+What is scored, per sample:
+
+* Only model text. If the batch has ``response_mask`` (the agent loop sets it; tool-output tokens are
+  0), only tokens with mask 1 are decoded, one contiguous span at a time. Otherwise all valid tokens are
+  decoded and ``<tool_response>`` blocks are removed. Either way a ``\\boxed{}`` printed by a tool
+  never counts.
+* The score (1.0/0.0 from :func:`rstar2_agent.reward.compute_score`, run in a
+  :class:`~rstar2_agent.reward.pool.RewardPool` with a hard per-item timeout) is written into a zero
+  tensor shaped like ``responses``, at the index of that sample's last valid response token.
+* A sample with no valid response token scores 0.0 and nothing is written: writing at index
+  ``valid_length - 1 = -1`` would put the reward on the last padding position (verl #6476).
+
+Settings come from ``config.reward.reward_kwargs`` or constructor keywords: ``num_workers`` (pool
+processes), ``timeout_s`` (per item, default 5), ``score_fn`` (``"module:function"``). verl's
+``compute_score`` argument is ignored, as upstream does, because scoring must happen in the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager import register as register_reward_loop_manager
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+from verl.workers.reward_manager import register as register_batch_manager
+from verl.workers.reward_manager.abstract import AbstractRewardManager
+
+from rstar2_agent.reward.extract import strip_tool_responses
+from rstar2_agent.reward.pool import DEFAULT_SCORE_FN, RewardPool
+
+__all__ = [
+    "CodeJudgeRewardManager",
+    "response_valid_mask",
+    "last_valid_index",
+    "model_token_spans",
+    "decode_model_text",
+    "ground_truth_at",
+    "place_scores",
+]
+
+SPAN_SEPARATOR = "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# One sample's tensors -> text, position, ground truth
+# --------------------------------------------------------------------------------------------------
+
+
+def response_valid_mask(data: DataProto) -> torch.Tensor:
+    """Bool mask ``(batch, response_len)`` of real (non-padding) response tokens.
+
+    The last ``response_len`` columns of ``attention_mask`` cover the response, whatever the prompt
+    length, so this works for padded trainer batches and for the agent loop's unpadded ones.
+    """
+    response_len = data.batch["responses"].shape[-1]
+    return data.batch["attention_mask"][:, -response_len:].bool()
+
+
+def last_valid_index(valid_row: torch.Tensor) -> int | None:
+    """Index of the last valid token in one row, or None when the row has none.
+
+    >>> last_valid_index(torch.tensor([True, True, False])), last_valid_index(torch.tensor([False]))
+    (1, None)
+    """
+    positions = torch.nonzero(valid_row, as_tuple=False)
+    return int(positions[-1, 0]) if positions.numel() else None
+
+
+def model_token_spans(ids: torch.Tensor, keep: torch.Tensor) -> list[list[int]]:
+    """Split ``ids`` into the contiguous runs where ``keep`` is true.
+
+    >>> model_token_spans(torch.tensor([5, 6, 7, 8, 9]), torch.tensor([1, 1, 0, 0, 1]).bool())
+    [[5, 6], [9]]
+    """
+    spans: list[list[int]] = []
+    current: list[int] = []
+    for token, kept in zip(ids.tolist(), keep.tolist()):
+        if kept:
+            current.append(token)
+        elif current:
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    return spans
+
+
+def decode_model_text(
+    tokenizer: Any, ids: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor | None
+) -> str:
+    """Decode the text the model wrote in one response row.
+
+    With ``response_mask``, only tokens that are valid and have mask 1 are decoded, span by span
+    (joined by a newline so text on both sides of a tool turn cannot fuse into a new box). Without
+    it, all valid tokens are decoded and ``<tool_response>`` blocks are removed.
+    """
+    if response_mask is not None:
+        keep = valid & response_mask.bool()
+        spans = model_token_spans(ids, keep)
+        return SPAN_SEPARATOR.join(tokenizer.decode(span, skip_special_tokens=True) for span in spans)
+    text = tokenizer.decode(ids[valid].tolist(), skip_special_tokens=True)
+    return strip_tool_responses(text)
+
+
+def ground_truth_at(data: DataProto, index: int) -> str:
+    """``non_tensor_batch["reward_model"][index]["ground_truth"]`` as a string."""
+    try:
+        truth = data.non_tensor_batch["reward_model"][index]["ground_truth"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise KeyError(f"sample {index} has no reward_model.ground_truth in non_tensor_batch") from exc
+    return str(truth)
+
+
+def place_scores(responses: torch.Tensor, positions: Sequence[int | None], scores: Sequence[float]) -> torch.Tensor:
+    """A float32 zero tensor shaped like ``responses`` with each score at its row's position.
+
+    Rows whose position is None (empty responses) stay all zero.
+
+    >>> place_scores(torch.zeros(2, 3, dtype=torch.long), [1, None], [1.0, 1.0]).tolist()
+    [[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    reward = torch.zeros_like(responses, dtype=torch.float32)
+    for row, (position, score) in enumerate(zip(positions, scores)):
+        if position is not None:
+            reward[row, position] = float(score)
+    return reward
+
+
+def _reward_kwargs(config: Any) -> dict:
+    """``config.reward.reward_kwargs`` as a plain dict ({} when absent)."""
+    reward = config.get("reward") if hasattr(config, "get") else None
+    section = reward.get("reward_kwargs") if hasattr(reward, "get") else None
+    return dict(section or {})
+
+
+# --------------------------------------------------------------------------------------------------
+# The manager
+# --------------------------------------------------------------------------------------------------
+
+
+@register_batch_manager("code_judge")
+@register_reward_loop_manager("code_judge")
+class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
+    """rStar2-Agent outcome reward (1.0 correct / 0.0 otherwise) for verl 0.9.1.
+
+    Accepts both construction styles: the reward loop's ``(config=, tokenizer=, compute_score=, ...)``
+    and the older ``(tokenizer=, num_examine=, compute_score=, reward_fn_key=, **reward_kwargs)``.
+    """
+
+    def __init__(
+        self,
+        config: Any = None,
+        tokenizer: Any = None,
+        compute_score: Any = None,
+        reward_router_address: str | None = None,
+        reward_model_tokenizer: Any = None,
+        num_examine: int = 0,
+        reward_fn_key: str = "data_source",
+        num_workers: int | None = None,
+        timeout_s: float | None = None,
+        score_fn: str | None = None,
+        pool: RewardPool | None = None,
+        **unused: Any,
+    ) -> None:
+        if tokenizer is None:
+            raise ValueError("CodeJudgeRewardManager needs a tokenizer to decode responses")
+        RewardManagerBase.__init__(self, config, tokenizer, compute_score)
+        settings = _reward_kwargs(config)
+        self.num_examine = int(num_examine)
+        self.reward_fn_key = reward_fn_key
+        self.num_workers = num_workers if num_workers is not None else settings.get("num_workers")
+        self.timeout_s = float(timeout_s if timeout_s is not None else settings.get("timeout_s", 5.0))
+        self.score_fn = score_fn or settings.get("score_fn") or DEFAULT_SCORE_FN
+        self._pool = pool
+        self._owns_pool = pool is None
+        self._pool_lock = threading.Lock()
+
+    # ---- pool ----------------------------------------------------------------------------------
+
+    @property
+    def pool(self) -> RewardPool:
+        """The scoring pool, started on first use (so building a manager spawns nothing)."""
+        with self._pool_lock:
+            if self._pool is None or self._pool.closed:
+                self._pool = RewardPool(num_workers=self.num_workers, timeout_s=self.timeout_s, score_fn=self.score_fn)
+                self._owns_pool = True
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the pool if this manager started it."""
+        with self._pool_lock:
+            if self._pool is not None and self._owns_pool:
+                self._pool.close()
+
+    # ---- shared preparation --------------------------------------------------------------------
+
+    def _prepare(self, data: DataProto) -> tuple[list[str], list[str], list[int | None]]:
+        """Per row: the model's text, the ground truth, and the last valid response index (or None)."""
+        valid = response_valid_mask(data)
+        responses = data.batch["responses"]
+        masks = data.batch["response_mask"] if "response_mask" in data.batch.keys() else None
+        texts, truths, positions = [], [], []
+        for row in range(len(data)):
+            position = last_valid_index(valid[row])
+            positions.append(position)
+            truths.append(ground_truth_at(data, row))
+            if position is None:
+                texts.append("")
+                continue
+            mask_row = masks[row] if masks is not None else None
+            texts.append(decode_model_text(self.tokenizer, responses[row], valid[row], mask_row))
+        return texts, truths, positions
+
+    # ---- reward-loop API (verl 0.9.1 trainer) ---------------------------------------------------
+
+    async def run_single(self, data: DataProto) -> dict:
+        """Score one sample (the last row for multi-output trajectories), without blocking the loop."""
+        data = data[-1:]
+        texts, truths, positions = await asyncio.get_running_loop().run_in_executor(None, self._prepare, data)
+        score = 0.0 if positions[0] is None else await self.pool.ascore(texts[0], truths[0])
+        return {"reward_score": score, "reward_extra_info": {"acc": score}}
+
+    @classmethod
+    def assemble_rm_scores(cls, data: DataProto, scores: list[float]) -> torch.Tensor:
+        """Put each sample's score at its last valid response token; empty responses get none."""
+        valid = response_valid_mask(data)
+        positions = [last_valid_index(valid[row]) for row in range(len(data))]
+        return place_scores(data.batch["responses"], positions, scores)
+
+    # ---- batch API (verl.workers.reward_manager) ------------------------------------------------
+
+    def __call__(self, data: DataProto, return_dict: bool = False) -> torch.Tensor | dict[str, Any]:
+        """Score a whole batch concurrently in the pool.
+
+        Returns the reward tensor, or ``{"reward_tensor", "reward_extra_info": {"acc": [...]}}`` when
+        ``return_dict`` is true. A batch that already has ``rm_scores`` is returned as it is.
+        """
+        if "rm_scores" in data.batch.keys():
+            return self._existing_rm_scores(data, return_dict)
+        texts, truths, positions = self._prepare(data)
+        todo = [row for row, position in enumerate(positions) if position is not None]
+        scores = [0.0] * len(data)
+        for row, score in zip(todo, self.pool.score_many([(texts[r], truths[r]) for r in todo])):
+            scores[row] = score
+        reward_tensor = place_scores(data.batch["responses"], positions, scores)
+        self._print_examples(texts, truths, scores)
+        if return_dict:
+            return {"reward_tensor": reward_tensor, "reward_extra_info": {"acc": scores}}
+        return reward_tensor
+
+    @staticmethod
+    def _existing_rm_scores(data: DataProto, return_dict: bool) -> torch.Tensor | dict[str, Any]:
+        """verl convention: scores computed earlier (e.g. during rollout) are passed through."""
+        if not return_dict:
+            return data.batch["rm_scores"]
+        keys = data.meta_info.get("reward_extra_keys", [])
+        return {"reward_tensor": data.batch["rm_scores"], "reward_extra_info": {k: data.non_tensor_batch[k] for k in keys}}
+
+    def _print_examples(self, texts: list[str], truths: list[str], scores: list[float]) -> None:
+        """Print the first ``num_examine`` samples of a batch (verl's debugging convention)."""
+        for text, truth, score in list(zip(texts, truths, scores))[: self.num_examine]:
+            print("[response]", text)
+            print("[ground_truth]", truth)
+            print("[score]", score)

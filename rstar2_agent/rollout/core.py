@@ -1,0 +1,190 @@
+"""The multi-turn tool-use loop, independent of any engine: verl's rollout servers and our CPU engine share it.
+
+One trajectory:
+
+    prompt ids ─► generate ─► parse <tool_call>s ─► run tools (code judge) ─► append tool turn ─► generate ...
+
+- One response budget (`response_length` tokens) is shared by the whole trajectory, tool tokens included.
+- Model tokens get loss mask 1, tool-turn tokens mask 0 (and log-prob 0.0).
+- The trajectory always ends on a model turn: a tool turn is appended only if at least one token of budget
+  is left after it, and never after the last allowed assistant turn.
+- Token-in-token-out: generated ids are kept as they are, never decoded and re-encoded.
+
+Example (shapes): a 20-token prompt, a 30-token model turn with a tool call, a 25-token tool turn and a
+12-token answer give prompt_ids[20], response_ids[67], response_mask = [1]*30 + [0]*25 + [1]*12.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from typing import Any, Awaitable, Mapping, Optional, Protocol, Sequence
+
+from rstar2_agent.rollout.template import ToolTurnFormat
+from rstar2_agent.tools import Tool, ToolCall, ToolCallError, ToolResult, parse_tool_calls
+
+TRUNCATE_SIDES = ("left", "right", "middle")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """Mirrors verl's `actor_rollout_ref.rollout.multi_turn.*` keys (rStar2 values as defaults)."""
+
+    response_length: int
+    max_assistant_turns: int = 5
+    max_parallel_calls: int = 1
+    max_tool_response_length: int = 256  # characters of one tool response the model sees
+    tool_response_truncate_side: str = "middle"
+
+    def __post_init__(self):
+        if self.response_length < 1 or self.max_assistant_turns < 1 or self.max_parallel_calls < 1:
+            raise ValueError("response_length, max_assistant_turns and max_parallel_calls must be >= 1")
+        if self.tool_response_truncate_side not in TRUNCATE_SIDES:
+            raise ValueError(f"tool_response_truncate_side must be one of {TRUNCATE_SIDES}")
+
+
+@dataclasses.dataclass
+class Generation:
+    """What one `generate` call returns (verl's TokenOutput has the same two first fields)."""
+
+    token_ids: list[int]
+    log_probs: Optional[list[float]] = None
+
+
+class GenerateFn(Protocol):
+    def __call__(self, request_id: str, token_ids: list[int], sampling_params: dict[str, Any]) -> Awaitable[Generation]:
+        ...
+
+
+@dataclasses.dataclass
+class TrajectoryStats:
+    assistant_turns: int = 0
+    tool_calls: int = 0
+    tool_errors: int = 0  # calls whose execution failed (error, timeout, bad arguments, unknown tool)
+    parse_errors: int = 0  # malformed <tool_call> blocks
+    skipped_calls: int = 0  # calls beyond max_parallel_calls in one turn
+    tool_latency_s: float = 0.0
+    generation_s: float = 0.0
+    finish_reason: str = ""  # stop | length | max_turns | tool_response_too_long
+
+
+@dataclasses.dataclass
+class Trajectory:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_mask: list[int]
+    response_logprobs: Optional[list[float]]
+    stats: TrajectoryStats
+    tool_turns: int = 0
+
+    @property
+    def num_turns(self) -> int:
+        """User prompt + assistant turns + tool turns, as verl counts them."""
+        return 1 + self.stats.assistant_turns + self.tool_turns
+
+
+def truncate(text: str, limit: int, side: str) -> str:
+    """Cut a tool response to `limit` characters, saying so.
+
+    >>> truncate("abcdefghij", 4, "left"), truncate("abcdefghij", 4, "right"), truncate("abcdefghij", 4, "middle")
+    ('abcd...(truncated)', '(truncated)...ghij', 'ab...(truncated)...ij')
+    """
+    if len(text) <= limit:
+        return text
+    if side == "left":
+        return text[:limit] + "...(truncated)"
+    if side == "right":
+        return "(truncated)..." + text[-limit:]
+    half = limit // 2
+    return text[:half] + "...(truncated)..." + text[len(text) - (limit - half):]
+
+
+class AgentLoop:
+    """Runs trajectories for one tokenizer, tool set and configuration."""
+
+    def __init__(self, tokenizer, tools: Mapping[str, Tool], config: LoopConfig, tool_turns: ToolTurnFormat):
+        self.tokenizer = tokenizer
+        self.tools = dict(tools)
+        self.config = config
+        self.tool_turns = tool_turns
+
+    async def _call(self, item, history: Sequence[ToolCall], stats: TrajectoryStats) -> str:
+        if isinstance(item, ToolCallError):
+            stats.parse_errors += 1
+            return item.message
+        stats.tool_calls += 1
+        tool = self.tools.get(item.name)
+        if tool is None:
+            stats.tool_errors += 1
+            return f"Tool call failure\nreason: unknown tool {item.name!r}; available: {', '.join(sorted(self.tools))}"
+        try:
+            result: ToolResult = await tool.execute(item.arguments, history)
+        except Exception as exc:  # noqa: BLE001 - a broken tool must not end the rollout
+            result = ToolResult(text=f"Tool call failure\nreason: {type(exc).__name__}: {exc}", success=False)
+        if not result.success:
+            stats.tool_errors += 1
+        return result.text
+
+    async def run_tools(self, text: str, history: list[ToolCall], stats: TrajectoryStats) -> list[str]:
+        """Parse one model turn and run its calls concurrently; one response text per parsed item, in order."""
+        items = parse_tool_calls(text, tool_names=None)
+        limit = self.config.max_parallel_calls
+        run, skipped = items[:limit], items[limit:]
+        start = time.perf_counter()
+        earlier = list(history)
+        outputs = await asyncio.gather(*(self._call(item, earlier, stats) for item in run))
+        stats.tool_latency_s += time.perf_counter() - start
+        history.extend(item for item in run if isinstance(item, ToolCall))
+        stats.skipped_calls += len(skipped)
+        outputs += [f"Tool call failure\nreason: not run; at most {limit} tool call(s) per turn"] * len(skipped)
+        cfg = self.config
+        return [truncate(o, cfg.max_tool_response_length, cfg.tool_response_truncate_side) for o in outputs]
+
+    async def run(self, prompt_ids: list[int], generate: GenerateFn, sampling_params: Mapping[str, Any],
+                  request_id: Optional[str] = None) -> Trajectory:
+        cfg = self.config
+        request_id = request_id or uuid.uuid4().hex
+        response_ids: list[int] = []
+        mask: list[int] = []
+        logprobs: list[float] = []
+        have_logprobs = True
+        stats = TrajectoryStats()
+        history: list[ToolCall] = []
+        tool_turns = 0
+        while True:
+            params = dict(sampling_params, max_tokens=cfg.response_length - len(mask))
+            start = time.perf_counter()
+            out = await generate(request_id, prompt_ids + response_ids, params)
+            stats.generation_s += time.perf_counter() - start
+            new_ids = list(out.token_ids)[: cfg.response_length - len(mask)]
+            response_ids += new_ids
+            mask += [1] * len(new_ids)
+            if out.log_probs is None:
+                have_logprobs = False
+            else:
+                logprobs += list(out.log_probs)[: len(new_ids)]
+            stats.assistant_turns += 1
+            if len(mask) >= cfg.response_length:
+                stats.finish_reason = "length"
+                break
+            text = self.tokenizer.decode(new_ids, skip_special_tokens=False)
+            if "<tool_call>" not in text and "</tool_call>" not in text:
+                stats.finish_reason = "stop"
+                break
+            if stats.assistant_turns >= cfg.max_assistant_turns:
+                stats.finish_reason = "max_turns"
+                break
+            outputs = await self.run_tools(text, history, stats)
+            emitted_eos = bool(new_ids) and new_ids[-1] == self.tool_turns.eos_id
+            tool_ids = self.tool_turns.ids(outputs, model_emitted_eos=emitted_eos)
+            if len(mask) + len(tool_ids) >= cfg.response_length:
+                stats.finish_reason = "tool_response_too_long"
+                break
+            response_ids += tool_ids
+            mask += [0] * len(tool_ids)
+            logprobs += [0.0] * len(tool_ids)
+            tool_turns += 1
+        return Trajectory(prompt_ids=list(prompt_ids), response_ids=response_ids, response_mask=mask,
+                          response_logprobs=logprobs if have_logprobs else None, stats=stats, tool_turns=tool_turns)

@@ -1,0 +1,88 @@
+"""`RStar2AgentLoop`: the engine-agnostic loop (`core.AgentLoop`) as a verl 0.9.1 agent loop named `rstar2_agent`.
+
+verl instantiates it once per trajectory with the trainer config, an `LLMServerClient` (SGLang/vLLM servers
+on GPUs, or our CPU engine's stand-in), the tokenizer (its `chat_template` already replaced by
+`actor_rollout_ref.model.custom_chat_template`) and the tools loaded from
+`actor_rollout_ref.rollout.multi_turn.tool_config_path`. Dataset rows select it with `agent_name: rstar2_agent`.
+Loop settings come from `actor_rollout_ref.rollout.multi_turn.*` and `rollout.response_length`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+
+from rstar2_agent.rollout.core import AgentLoop, Generation, LoopConfig
+from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template, render
+from rstar2_agent.tools import ToolCall, ToolResult
+
+
+class VerlToolBridge:
+    """Our `Tool` protocol on top of a verl `BaseTool` (create / execute / release)."""
+
+    def __init__(self, base_tool):
+        self.base = base_tool
+        self.name = base_tool.name
+        self.schema = base_tool.tool_schema.model_dump(exclude_unset=True, exclude_none=True)
+
+    async def execute(self, arguments: dict, history: Sequence[ToolCall] = ()) -> ToolResult:
+        inner = getattr(self.base, "rstar2_tool", None)  # our own tools: skip verl's instance bookkeeping
+        if inner is not None:
+            return await inner.execute(arguments, history)
+        instance_id, _ = await self.base.create()
+        try:
+            response, _, metrics = await self.base.execute(instance_id, arguments)
+        finally:
+            await self.base.release(instance_id)
+        success = (metrics or {}).get("success", not (response.text or "").startswith("Tool call failure"))
+        return ToolResult(text=response.text or "", success=bool(success))
+
+
+def loop_config_from_verl(rollout_config) -> LoopConfig:
+    mt = rollout_config.multi_turn
+    return LoopConfig(
+        response_length=rollout_config.response_length,
+        max_assistant_turns=mt.get("max_assistant_turns") or 5,
+        max_parallel_calls=mt.get("max_parallel_calls") or 1,
+        max_tool_response_length=mt.get("max_tool_response_length") or 256,
+        tool_response_truncate_side=mt.get("tool_response_truncate_side") or "middle",
+    )
+
+
+@register("rstar2_agent")
+class RStar2AgentLoop(AgentLoopBase):
+    def __init__(self, *args, tools=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        tool_list = tools.tools if tools is not None else []
+        self.bridged = {t.name: VerlToolBridge(t) for t in tool_list}
+        self.tool_schemas = [t.schema for t in self.bridged.values()] or None
+        self.template = self.tokenizer.chat_template or load_chat_template()
+        self.core = AgentLoop(self.tokenizer, self.bridged, loop_config_from_verl(self.rollout_config),
+                              ToolTurnFormat(self.tokenizer, self.template))
+
+    async def _generate(self, request_id: str, token_ids: list[int], sampling_params: dict[str, Any]) -> Generation:
+        out = await self.server_manager.generate(request_id, prompt_ids=token_ids, sampling_params=sampling_params)
+        return Generation(token_ids=list(out.token_ids), log_probs=out.log_probs)
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
+        messages = list(kwargs["raw_prompt"])
+        text = render(self.tokenizer, messages, self.template, tools=self.tool_schemas, add_generation_prompt=True)
+        prompt_ids = self._cap_text_prompt_length(self.tokenizer.encode(text, add_special_tokens=False))
+        traj = await self.core.run(prompt_ids, self._generate, sampling_params, request_id=uuid.uuid4().hex)
+        s = traj.stats
+        return AgentLoopOutput(
+            prompt_ids=traj.prompt_ids,
+            response_ids=traj.response_ids,
+            response_mask=traj.response_mask,
+            response_logprobs=traj.response_logprobs,
+            num_turns=traj.num_turns,
+            metrics=AgentLoopMetrics(generate_sequences=s.generation_s, tool_calls=s.tool_latency_s),
+            extra_fields={
+                "tool_call_count": s.tool_calls,
+                "tool_error_count": s.tool_errors,
+                "parse_error_count": s.parse_errors,
+                "finish_reason": s.finish_reason,
+            },
+        )

@@ -1,0 +1,470 @@
+"""Tests for rstar2_agent.reward: answer equivalence, the last-box rule, the process pool, the verl manager.
+
+Module-level imports stay light (no torch/verl): pool workers started with a test function as
+score_fn import this module by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from rstar2_agent.reward import RewardPool, RewardPoolClosedError, compute_score
+from rstar2_agent.reward.pool import RewardPoolBrokenError
+
+# --------------------------------------------------------------------------------------------------
+# Score functions run inside pool workers (module level so workers can import them by name)
+# --------------------------------------------------------------------------------------------------
+
+
+def sleepy_score(solution: str, truth: str) -> float:
+    """Sleep ``float(truth)`` seconds, then score 1.0."""
+    time.sleep(float(truth))
+    return 1.0
+
+
+def raising_score(solution: str, truth: str) -> float:
+    raise ZeroDivisionError("boom")
+
+
+def pid_score(solution: str, truth: str) -> float:
+    return float(os.getpid())
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. Answer equivalence: (model answer, ground truth, expected score)
+# --------------------------------------------------------------------------------------------------
+
+PAIRS = [
+    # fractions
+    (r"\frac{1}{2}", "0.5", 1.0),
+    (r"\dfrac{1}{2}", r"\frac12", 1.0),
+    ("1/2", r"\frac{1}{2}", 1.0),
+    ("0.5", r"\frac12", 1.0),
+    (r"\tfrac{3}{4}", "0.75", 1.0),
+    (r"\frac{2}{4}", r"\frac{1}{2}", 1.0),
+    (r"-\frac{1}{2}", "-0.5", 1.0),
+    (r"\frac{-1}{2}", r"-\frac{1}{2}", 1.0),
+    (r"\dfrac{3}{4}", r"\frac{3}{4}", 1.0),
+    (r"\frac{1}{3}", "0.33", 0.0),
+    (r"\frac{1}{2}", r"\frac{1}{3}", 0.0),
+    # two non-integers: math-verify's 6-digit rounding is accepted (the "either checker" rule)
+    (r"\frac{1}{3}", "0.333333", 1.0),
+    # integers vs non-integers: never equal by rounding
+    ("2", "2.0", 1.0),
+    ("2.50", "2.5", 1.0),
+    ("2.0000001", "2", 0.0),
+    ("1.9999999", "2", 0.0),
+    ("3.5", "3", 0.0),
+    # percent: 50\% == 50, but 50\% != 0.5
+    (r"50\%", "50", 1.0),
+    ("50", r"50\%", 1.0),
+    ("50%", "50", 1.0),
+    (r"12.5\%", "12.5", 1.0),
+    ("0.5", r"50\%", 0.0),
+    (r"50\%", "0.5", 0.0),
+    (r"40\%", r"50\%", 0.0),
+    # degrees
+    (r"30^\circ", "30", 1.0),
+    (r"30^{\circ}", "30", 1.0),
+    ("30", r"30^\circ", 1.0),
+    (r"45^\circ", r"30^\circ", 0.0),
+    (r"\frac{\pi}{6}", r"30^\circ", 0.0),
+    # units and \text{}
+    (r"10\text{ cm}", "10", 1.0),
+    (r"10\text{ cm}^2", "10", 1.0),
+    (r"5\text{ dollars}", "5", 1.0),
+    (r"\$5", "5", 1.0),
+    (r"\text{Evelyn}", "Evelyn", 1.0),
+    (r"\textbf{(C)}", "C", 1.0),
+    (r"\text{(A)}", "A", 1.0),
+    (r"10\text{ cm}", "12", 0.0),
+    # LaTeX spacing and \left / \right
+    (r"1,\!000", "1000", 1.0),
+    (r"3\,\text{m}", "3", 1.0),
+    (r"2\ \pi", r"2\pi", 1.0),
+    (r"\left( 1, 2 \right)", "(1,2)", 1.0),
+    (r"\left\{ 1,2 \right\}", r"\{1,2\}", 1.0),
+    # thousands separators
+    ("1,000", "1000", 1.0),
+    ("1{,}000{,}000", "1000000", 1.0),
+    ("12,345.5", "12345.5", 1.0),
+    ("1,000", "1001", 0.0),
+    # leading "x =" and trailing period
+    ("x=3", "3", 1.0),
+    ("x = -2", "-2", 1.0),
+    (r"\theta = \frac{\pi}{4}", r"\frac{\pi}{4}", 1.0),
+    ("y=5", "6", 0.0),
+    ("3.", "3", 1.0),
+    (r"\frac{1}{2}.", "0.5", 1.0),
+    # intervals: bracket kinds matter, unions are unordered
+    ("[1,2)", "[1,2)", 1.0),
+    ("(1,2]", "(1, 2]", 1.0),
+    (r"(-\infty, 3]", r"(-\infty,3]", 1.0),
+    (r"\left[ \frac12, 3 \right)", "[0.5,3)", 1.0),
+    (r"(-\infty,3)\cup(4,\infty)", r"(4,\infty)\cup(-\infty,3)", 1.0),
+    ("[1,2]", "[1,2)", 0.0),
+    # sets are unordered, tuples ordered, bare lists of answers unordered
+    (r"\{1,2,3\}", r"\{3,2,1\}", 1.0),
+    ("(1,2)", "(1,2)", 1.0),
+    (r"(\frac{1}{2}, 3)", "(0.5, 3)", 1.0),
+    ("1, 2", "2,1", 1.0),
+    ("(1,2)", "(2,1)", 0.0),
+    (r"\{1,2\}", r"\{1,3\}", 0.0),
+    ("(1,2,3)", "(1,2)", 0.0),
+    # symbolic expressions
+    (r"\sqrt{18}", r"3\sqrt{2}", 1.0),
+    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", 1.0),
+    ("(x+1)^2", "x^2+2x+1", 1.0),
+    (r"\pi r^2", r"r^2\pi", 1.0),
+    (r"2\pi", r"\pi\cdot 2", 1.0),
+    ("10^{3}", "1000", 1.0),
+    ("2^{10}", "1024", 1.0),
+    (r"\infty", r"\infty", 1.0),
+    (r"\sqrt{2}", "1.414", 0.0),
+    ("x^2", "x^3", 0.0),
+    ("-3", "3", 0.0),
+]
+
+
+@pytest.mark.parametrize(("answer", "truth", "expected"), PAIRS, ids=[f"{a}|{t}" for a, t, _ in PAIRS])
+def test_answer_pairs(answer, truth, expected):
+    assert compute_score(f"Reasoning... so the answer is \\boxed{{{answer}}}.", truth) == expected
+
+
+def test_table_is_large_and_balanced():
+    assert len(PAIRS) >= 60
+    assert sum(1 for *_, e in PAIRS if e == 0.0) >= 15
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Which box counts
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "truth", "expected"),
+    [
+        (r"first \boxed{1}, corrected: \boxed{2}", "2", 1.0),
+        (r"first \boxed{1}, corrected: \boxed{2}", "1", 0.0),
+        (r"nested \boxed{\frac{1}{\sqrt{2}}}", r"\frac{\sqrt{2}}{2}", 1.0),
+        (r"\fbox{5}", "5", 1.0),
+        (r"\boxed {7}", "7", 1.0),
+        (r"\boxed{3} and then a cut-off \boxed{4", "3", 1.0),
+        ("the answer is 5, no box", "5", 0.0),
+        (r"\boxed{}", "5", 0.0),
+        ("", "5", 0.0),
+        (r"\boxed{5}", r"\boxed{5}", 1.0),  # ground truth stored boxed
+    ],
+)
+def test_last_box_rule(response, truth, expected):
+    assert compute_score(response, truth) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        # the only box is printed by a tool: no answer
+        ("let me compute <tool_call>...</tool_call>\n<tool_response>\n\\boxed{5}\n</tool_response> done", 0.0),
+        # the tool's box comes after the model's box: the model's box still counts
+        (r"\boxed{3} <tool_response>\boxed{5}</tool_response>", 0.0),
+        # the model repeats the answer after the tool output: counts
+        (r"<tool_response>\boxed{4}</tool_response> so \boxed{5}", 1.0),
+        # a tool block cut off by the length limit runs to the end of the text
+        (r"<tool_response>stdout: \boxed{5}", 0.0),
+    ],
+)
+def test_tool_response_boxes_ignored(response, expected):
+    assert compute_score(response, "5") == expected
+
+
+def test_non_string_inputs_do_not_crash():
+    assert compute_score(r"\boxed{42}", 42) == 1.0  # type: ignore[arg-type]
+    assert compute_score(None, "1") == 0.0  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# 3. The process pool
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with RewardPool(num_workers=2, timeout_s=5.0) as p:
+        yield p
+
+
+def test_pool_scores_in_order(pool):
+    pairs = [(rf"\boxed{{{a}}}", t) for a, t, _ in PAIRS[:20]]
+    assert pool.score_many(pairs) == [e for *_, e in PAIRS[:20]]
+    assert pool.score_many([]) == []
+
+
+async def test_pool_async_variants(pool):
+    pairs = [(r"\boxed{\frac12}", "0.5"), (r"\boxed{3}", "4"), (r"\boxed{x=3}", "3")]
+    assert await pool.ascore_many(pairs) == [1.0, 0.0, 1.0]
+    singles = await asyncio.gather(*(pool.ascore(s, t) for s, t in pairs))
+    assert singles == [1.0, 0.0, 1.0]
+
+
+def test_pathological_input_times_out_and_pool_recovers():
+    with RewardPool(num_workers=2, timeout_s=2.0) as p:
+        assert p.score(r"\boxed{1}", "1") == 1.0  # workers ready
+        before = set(p.worker_pids())
+        scores = p.score_many([(r"\boxed{9^{9^{9^{9}}}}", "1"), (r"\boxed{2}", "2")])
+        assert scores == [0.0, 1.0]
+        assert p.stats["timeouts"] == 1
+        assert set(p.worker_pids()) != before  # the slow worker was killed and replaced
+        assert p.score_many([(r"\boxed{2}", "2"), (r"\boxed{3}", "2")]) == [1.0, 0.0]
+
+
+def test_timeout_kills_and_replaces_worker():
+    with RewardPool(num_workers=1, timeout_s=0.5, score_fn=sleepy_score) as p:
+        assert p.score("x", "0") == 1.0
+        (old_pid,) = p.worker_pids()
+        assert p.score("x", "60") == 0.0  # would sleep a minute: killed at 0.5 s
+        (new_pid,) = p.worker_pids()
+        assert new_pid != old_pid
+        assert p.stats["timeouts"] == 1 and p.stats["restarts"] == 1
+        assert p.score("x", "0") == 1.0
+
+
+def _wait_until(predicate, limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_worker_killed_mid_item_is_replaced():
+    with RewardPool(num_workers=1, timeout_s=60.0, score_fn=sleepy_score) as p:
+        assert p.score("x", "0") == 1.0
+        future = p.submit("x", "60")
+        _wait_until(lambda: p.busy_worker_pids() != [])
+        (victim,) = p.busy_worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        assert future.result(timeout=20) == 0.0
+        assert p.stats["crashes"] == 1
+        assert victim not in p.worker_pids()
+        assert p.score("x", "0") == 1.0
+
+
+def test_score_fn_error_scores_zero_and_worker_survives():
+    with RewardPool(num_workers=1, timeout_s=5.0, score_fn=raising_score) as p:
+        assert p.score_many([("a", "b"), ("c", "d")]) == [0.0, 0.0]
+        assert p.stats["errors"] == 2 and p.stats["restarts"] == 0
+
+
+def test_scoring_never_runs_in_caller_process():
+    with RewardPool(num_workers=2, timeout_s=5.0, score_fn=pid_score) as p:
+        pids = set(p.score_many([("a", "b")] * 6))
+        assert os.getpid() not in {int(x) for x in pids}
+        assert {int(x) for x in pids} <= set(p.worker_pids())
+
+
+def test_pool_clear_errors():
+    with pytest.raises(ValueError, match="num_workers"):
+        RewardPool(num_workers=0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        RewardPool(num_workers=1, timeout_s=0)
+    with pytest.raises(ValueError, match="module:function"):
+        RewardPool(num_workers=1, score_fn="no_colon")
+    with pytest.raises(TypeError, match="cannot be sent"):
+        RewardPool(num_workers=1, score_fn=lambda a, b: 1.0)
+    with pytest.raises(ValueError, match="fork"):
+        RewardPool(num_workers=1, start_method="fork")
+
+
+def test_pool_rejects_bad_pairs(pool):
+    with pytest.raises(TypeError, match="pairs\\[1\\]"):
+        pool.score_many([("a", "b"), ("only one",)])
+    with pytest.raises(TypeError, match="two str"):
+        pool.score_many([("a", 5)])
+
+
+def test_closed_pool_raises():
+    p = RewardPool(num_workers=1, timeout_s=5.0)
+    assert p.score(r"\boxed{1}", "1") == 1.0
+    p.close()
+    p.close()  # idempotent
+    assert p.closed
+    with pytest.raises(RewardPoolClosedError):
+        p.score(r"\boxed{1}", "1")
+
+
+def test_unimportable_score_fn_breaks_pool_clearly():
+    with RewardPool(num_workers=1, score_fn="rstar2_agent.no_such_module:fn") as p:
+        future = p.submit("a", "b")
+        with pytest.raises(RewardPoolBrokenError, match="no_such_module"):
+            future.result(timeout=60)
+
+
+# --------------------------------------------------------------------------------------------------
+# 4. The verl reward manager
+# --------------------------------------------------------------------------------------------------
+
+WORDS = [
+    "The", "answer", "is", "so", "ok", "let", "me", "check", "user", "assistant",
+    r"\boxed{5}", r"\boxed{3}", r"\boxed{7}", "<tool_response>", "</tool_response>", "Question", "?",
+]
+SPECIAL = ["<pad>", "<unk>", "<|im_end|>", "<|im_start|>"]
+P_LEN, R_LEN = 3, 8
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + WORDS)}
+    core = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    return tok
+
+
+def _row(tokenizer, segments):
+    """(ids, model_mask) for a response given as [(text, is_model_text), ...]."""
+    ids, mask = [], []
+    for text, is_model in segments:
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        mask += [int(is_model)] * len(piece)
+    assert len(ids) <= R_LEN
+    return ids, mask
+
+
+# Each case: segments of the response, ground truth, expected score, expected last valid index (None = empty).
+MANAGER_CASES = [
+    ([("The answer is \\boxed{5} <|im_end|>", True)], "5", 1.0, 4),
+    # the tool prints \boxed{5}; the model's own last box is \boxed{3}: the truth is 3
+    (
+        [("so \\boxed{3}", True), ("<tool_response> \\boxed{5} </tool_response>", False), ("ok <|im_end|>", True)],
+        "3",
+        1.0,
+        6,
+    ),
+    # only the tool prints the right answer: 0.0
+    (
+        [("let me check", True), ("<tool_response> \\boxed{5} </tool_response>", False), ("ok <|im_end|>", True)],
+        "5",
+        0.0,
+        7,
+    ),
+    # empty response
+    ([], "5", 0.0, None),
+    # fills the whole response window: the score goes to the very last column
+    ([("so the answer is ok ok \\boxed{7} <|im_end|>", True)], "7", 1.0, 7),
+]
+
+
+def _batch(tokenizer, with_response_mask=True):
+    import numpy as np
+    import torch
+    from verl import DataProto
+
+    n = len(MANAGER_CASES)
+    prompts = torch.zeros(n, P_LEN, dtype=torch.long)
+    responses = torch.full((n, R_LEN), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros(n, P_LEN + R_LEN, dtype=torch.long)
+    response_mask = torch.zeros(n, R_LEN, dtype=torch.long)
+    prompt_ids = tokenizer("Question ?", add_special_tokens=False)["input_ids"]
+    for i, (segments, *_rest) in enumerate(MANAGER_CASES):
+        prompts[i, P_LEN - len(prompt_ids) :] = torch.tensor(prompt_ids)  # left-padded prompt
+        attention[i, P_LEN - len(prompt_ids) : P_LEN] = 1
+        ids, mask = _row(tokenizer, segments)
+        if ids:
+            responses[i, : len(ids)] = torch.tensor(ids)
+            attention[i, P_LEN : P_LEN + len(ids)] = 1
+            response_mask[i, : len(ids)] = torch.tensor(mask)
+    tensors = {"prompts": prompts, "responses": responses, "attention_mask": attention,
+               "input_ids": torch.cat([prompts, responses], dim=1)}
+    if with_response_mask:
+        tensors["response_mask"] = response_mask
+    non_tensors = {
+        "reward_model": np.array([{"ground_truth": c[1]} for c in MANAGER_CASES], dtype=object),
+        "data_source": np.array(["rstar_math"] * n, dtype=object),
+    }
+    return DataProto.from_dict(tensors=tensors, non_tensors=non_tensors)
+
+
+@pytest.fixture(scope="module")
+def manager(tokenizer, pool):
+    from omegaconf import OmegaConf
+
+    from rstar2_agent.reward.verl_manager import CodeJudgeRewardManager
+
+    config = OmegaConf.create({"reward": {"reward_kwargs": {"timeout_s": 5.0}}})
+    return CodeJudgeRewardManager(config=config, tokenizer=tokenizer, compute_score=None, pool=pool)
+
+
+def _expected_tensor():
+    import torch
+
+    expected = torch.zeros(len(MANAGER_CASES), R_LEN)
+    for i, (_, _, score, index) in enumerate(MANAGER_CASES):
+        if index is not None:
+            expected[i, index] = score
+    return expected
+
+
+def test_manager_registered_in_both_verl_registries():
+    from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls as loop_registry
+    from verl.workers.reward_manager import get_reward_manager_cls as batch_registry
+
+    from rstar2_agent.reward.verl_manager import CodeJudgeRewardManager
+
+    assert loop_registry("code_judge") is CodeJudgeRewardManager
+    assert batch_registry("code_judge") is CodeJudgeRewardManager
+
+
+@pytest.mark.parametrize("with_response_mask", [True, False], ids=["response_mask", "strip_tool_blocks"])
+def test_manager_batch_call(manager, tokenizer, with_response_mask):
+    import torch
+
+    data = _batch(tokenizer, with_response_mask)
+    out = manager(data, return_dict=True)
+    assert set(out) == {"reward_tensor", "reward_extra_info"}
+    reward = out["reward_tensor"]
+    assert reward.shape == data.batch["responses"].shape and reward.dtype == torch.float32
+    assert torch.equal(reward, _expected_tensor())
+    assert out["reward_extra_info"]["acc"] == [c[2] for c in MANAGER_CASES]
+    # the empty row: nothing written anywhere, in particular not at index -1
+    assert reward[3].abs().sum() == 0
+    assert torch.equal(manager(data), reward)  # return_dict=False gives the tensor
+
+
+def test_manager_decodes_only_model_tokens(manager, tokenizer):
+    from rstar2_agent.reward.verl_manager import decode_model_text, response_valid_mask
+
+    data = _batch(tokenizer)
+    valid = response_valid_mask(data)
+    text = decode_model_text(tokenizer, data.batch["responses"][1], valid[1], data.batch["response_mask"][1])
+    assert "tool_response" not in text and r"\boxed{5}" not in text
+    assert r"\boxed{3}" in text and "<|im_end|>" not in text
+
+
+async def test_manager_reward_loop_api(manager, tokenizer):
+    data = _batch(tokenizer)
+    results = [await manager.run_single(data[i : i + 1]) for i in range(len(data))]
+    scores = [r["reward_score"] for r in results]
+    assert scores == [c[2] for c in MANAGER_CASES]
+    assert all(r["reward_extra_info"]["acc"] == s for r, s in zip(results, scores))
+    rm_scores = type(manager).assemble_rm_scores(data, scores)
+    assert rm_scores.equal(_expected_tensor())
+    assert rm_scores[3].abs().sum() == 0  # empty response: not written at -1
+
+
+def test_manager_passes_existing_rm_scores_through(manager, tokenizer):
+    import torch
+
+    data = _batch(tokenizer)
+    data.batch["rm_scores"] = torch.ones_like(data.batch["responses"], dtype=torch.float32)
+    assert manager(data).sum() == data.batch["responses"].numel()
