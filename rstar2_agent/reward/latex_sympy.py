@@ -7,11 +7,13 @@ returns None, so the caller falls back to string comparison (and math-verify).
 Why a whitelist: sympy's ``parse_expr`` evaluates Python code, and model output is untrusted. After
 conversion only digits, letters from an allow-list, operators, parentheses and decimal points can
 reach it. Why a size guard: ``9^{9^{9}}`` would make sympy build a number with 370 million digits;
-such powers are refused before evaluation (the pool's hard timeout covers what remains).
+answers whose exact value would need more than 10,000 digits are refused before evaluation (the
+pool's hard timeout covers what remains).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 
@@ -27,7 +29,15 @@ from sympy.parsing.sympy_parser import (
 from rstar2_agent.reward.extract import matching_brace
 from rstar2_agent.reward.timeouts import SoftTimeout, soft_time_limit
 
-__all__ = ["latex_to_sympy_text", "parse_scalar", "power_is_too_big", "symbolic_equal"]
+__all__ = [
+    "latex_to_sympy_text",
+    "parse_unevaluated",
+    "estimated_digits",
+    "power_is_too_big",
+    "is_astronomical",
+    "parse_scalar",
+    "symbolic_equal",
+]
 
 _FUNCTIONS = {
     "sqrt": sympy.sqrt, "log": sympy.log, "exp": sympy.exp,
@@ -44,7 +54,7 @@ _COMMAND_WORDS = {
 }
 _TRANSFORMS = standard_transformations + (rationalize, implicit_multiplication, implicit_application)
 _SAFE_CHARS_RE = re.compile(r"^[0-9a-zA-Z+\-*/(). ]*$")
-_MAX_EXPONENT = 1000
+_MAX_DIGITS = 10_000  # exact values longer than this are not evaluated
 _MAX_LENGTH = 400
 
 
@@ -121,25 +131,71 @@ def latex_to_sympy_text(latex: str) -> str | None:
     return _split_letter_runs(text).strip()
 
 
+def _integer_digits(n: int) -> float:
+    """Decimal digits of ``|n|`` (0 for -1, 0 and 1, whose powers stay small)."""
+    return 0.0 if abs(n) <= 1 else math.log10(abs(n))
+
+
+def estimated_digits(expr: sympy.Basic) -> float:
+    """Upper estimate of the digits sympy needs for the exact value of an unevaluated ``expr``.
+
+    Powers multiply their base's digits by the exponent, so towers are measured without being
+    computed; ``inf`` means astronomically large.
+
+    >>> round(estimated_digits(sympy.parse_expr("2**1000", evaluate=False)))
+    301
+    >>> estimated_digits(sympy.parse_expr("9**(9**(9**9))", evaluate=False))
+    inf
+    """
+    if expr.is_Rational:
+        return max(_integer_digits(expr.p), _integer_digits(expr.q))
+    if expr.is_Number:
+        return 20.0  # a float literal
+    if not expr.args:
+        return 1.0  # a symbol or a constant such as pi
+    if isinstance(expr, sympy.Pow) and not expr.exp.free_symbols:
+        base = estimated_digits(expr.base)
+        if base == 0:
+            return 0.0
+        if estimated_digits(expr.exp) > 15:
+            return math.inf
+        try:
+            return base * abs(float(expr.exp))
+        except (TypeError, ValueError, OverflowError):
+            return math.inf
+    return sum(estimated_digits(arg) for arg in expr.args)
+
+
 def power_is_too_big(expr: sympy.Basic) -> bool:
-    """True if ``expr`` (parsed unevaluated) has a numeric power tower or a huge numeric exponent.
+    """True if evaluating ``expr`` (parsed unevaluated) would build a number over 10,000 digits.
 
     >>> power_is_too_big(sympy.parse_expr("9**(9**9)", evaluate=False))
     True
-    >>> power_is_too_big(sympy.parse_expr("x**2 + 2**10", evaluate=False))
+    >>> power_is_too_big(sympy.parse_expr("x**2 + 2**(2**2) + 2**1001", evaluate=False))
     False
     """
-    for node in sympy.preorder_traversal(expr):
-        if not isinstance(node, sympy.Pow) or node.exp.free_symbols:
-            continue
-        if any(isinstance(sub, sympy.Pow) for sub in sympy.preorder_traversal(node.exp)):
-            return True
-        try:
-            if abs(float(node.exp)) > _MAX_EXPONENT:
-                return True
-        except (TypeError, ValueError, OverflowError):
-            return True
-    return False
+    return estimated_digits(expr) > _MAX_DIGITS
+
+
+def parse_unevaluated(latex: str) -> sympy.Basic | None:
+    """Parse a normalised LaTeX scalar without evaluating anything (safe on any size), or None."""
+    text = latex_to_sympy_text(latex)
+    if not text:
+        return None
+    try:
+        return parse_expr(text, local_dict=dict(_LOCALS), transformations=_TRANSFORMS, evaluate=False)
+    except Exception:  # noqa: BLE001 - any parse failure just means "not readable"
+        return None
+
+
+def is_astronomical(latex: str) -> bool:
+    """True when ``latex`` reads as a number too large to evaluate (over 10,000 digits).
+
+    >>> is_astronomical(r"9^{9^{9^{9}}}"), is_astronomical(r"2^{2^{2}}")
+    (True, False)
+    """
+    expr = parse_unevaluated(latex)
+    return expr is not None and power_is_too_big(expr)
 
 
 def parse_scalar(latex: str) -> sympy.Basic | None:
@@ -150,15 +206,12 @@ def parse_scalar(latex: str) -> sympy.Basic | None:
     >>> parse_scalar(r"9^{9^{9}}") is None
     True
     """
-    text = latex_to_sympy_text(latex)
-    if not text:
+    unevaluated = parse_unevaluated(latex)
+    if unevaluated is None or power_is_too_big(unevaluated):
         return None
     try:
-        unevaluated = parse_expr(text, local_dict=dict(_LOCALS), transformations=_TRANSFORMS, evaluate=False)
-        if power_is_too_big(unevaluated):
-            return None
-        return parse_expr(text, local_dict=dict(_LOCALS), transformations=_TRANSFORMS)
-    except Exception:  # noqa: BLE001 - any parse failure just means "not readable"
+        return parse_expr(latex_to_sympy_text(latex), local_dict=dict(_LOCALS), transformations=_TRANSFORMS)
+    except Exception:  # noqa: BLE001 - any evaluation failure just means "not readable"
         return None
 
 

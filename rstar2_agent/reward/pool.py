@@ -1,9 +1,9 @@
 """Score answers in worker processes with a hard per-item timeout.
 
 Why processes, not threads: scoring runs sympy and math-verify on untrusted model output. Some inputs
-take minutes or never finish (``\\boxed{9^{9^{9^{9}}}}`` makes sympy build astronomically large
-numbers inside one C call), math-verify's own limits need ``signal.alarm`` and therefore a main thread,
-and a runaway item must never block or crash the trainer. Each worker process scores one item at a
+take seconds or never finish (``(10^{7})!`` keeps math-verify busy until its own limit; a big integer
+power can keep sympy inside one C call that no signal interrupts), math-verify's own limits need
+``signal.alarm`` and therefore a main thread, and a runaway item must never block or crash the trainer. Each worker process scores one item at a
 time in its main thread; an item that runs past ``timeout_s`` scores 0.0 and its worker is killed
 (SIGKILL) and replaced. A worker that dies for any other reason is replaced too, and its item scores
 0.0. Scoring never runs in the caller's process.
@@ -147,6 +147,7 @@ class _Worker:
     ready: bool = False
     job: _Job | None = None
     deadline: float | None = None
+    stopped: bool = False
 
 
 def _default_num_workers() -> int:
@@ -394,6 +395,8 @@ class RewardPool:
                 if self._wake_r in ready:
                     self._drain_wake_pipe()
                 for worker in list(self._workers):
+                    if worker.stopped:
+                        continue  # only while closing: its slot is not refilled
                     if worker.conn in ready:
                         self._read_from(worker)
                     elif worker.process.sentinel in ready:
@@ -408,8 +411,8 @@ class RewardPool:
     def _waitables(self) -> list:
         items: list = [self._wake_r]
         for worker in self._workers:
-            items.append(worker.conn)
-            items.append(worker.process.sentinel)
+            if not worker.stopped:
+                items += [worker.conn, worker.process.sentinel]
         return items
 
     def _seconds_to_next_deadline(self) -> float | None:
@@ -421,7 +424,7 @@ class RewardPool:
     def _assign_jobs(self) -> None:
         """Give each ready, idle worker the next job that its caller still wants."""
         for worker in self._workers:
-            if not worker.ready or worker.job is not None:
+            if not worker.ready or worker.job is not None or worker.stopped:
                 continue
             job = self._next_job()
             if job is None:
@@ -480,6 +483,8 @@ class RewardPool:
         """Kill workers whose item (or startup) ran past its deadline."""
         now = time.monotonic()
         for worker in list(self._workers):
+            if worker.stopped:
+                continue
             if worker.deadline is not None and now >= worker.deadline:
                 logger.warning("reward item exceeded %.1fs; killing worker %s", worker.job.timeout_s, worker.process.pid)
                 self._finish(worker, 0.0, "timeouts", replace=True)
@@ -517,6 +522,10 @@ class RewardPool:
 
     @staticmethod
     def _stop_process(worker: _Worker) -> None:
+        """SIGKILL (if alive), reap, and release the pipe and sentinel. Idempotent."""
+        if worker.stopped:
+            return
+        worker.stopped = True
         if worker.process.is_alive():
             worker.process.kill()
         worker.process.join(5.0)
@@ -548,12 +557,13 @@ class RewardPool:
     def _shutdown(self) -> None:
         """Stop all workers and fail what is left (runs when the dispatcher exits)."""
         self._fail_all(RewardPoolClosedError("RewardPool was closed before this item was scored"))
-        for worker in self._workers:
+        live = [worker for worker in self._workers if not worker.stopped]
+        for worker in live:
             try:
-                worker.conn.send(None)
+                worker.conn.send(None)  # ask politely first; idle workers exit at once
             except (BrokenPipeError, OSError):
                 pass
-        for worker in self._workers:
+        for worker in live:
             worker.process.join(0.5)
             self._stop_process(worker)
         with self._lock:
