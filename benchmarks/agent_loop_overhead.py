@@ -8,10 +8,11 @@ Two runs, both with an instant scripted generator (every trajectory: 3 model tur
 * **with the code judge**: the real `PythonTool` through `CodeJudgeClient` against a local code judge
   (`LocalJudge`), many trajectories concurrently; reported as trajectories/s and tool-call latency.
 
-Memory: RSS of this process sampled while running `--trajectories` (default 10,000) loop-only trajectories
-in batches; target: flat (growth under 5% between the first and the last tenth).
+Memory: RSS of this process sampled after each tenth of the `--trajectories` (default 10,000) loop-only
+trajectories and of the `--judge-trajectories` (default 2,000) ones through the client; target: flat (growth
+under 5% between the first and the last tenth), i.e. no leak in the loop or the client.
 
-    python3 benchmarks/agent_loop_overhead.py [--trajectories 10000] [--judge-trajectories 400]
+    python3 benchmarks/agent_loop_overhead.py [--trajectories 10000] [--judge-trajectories 2000]
 """
 
 from __future__ import annotations
@@ -108,23 +109,30 @@ async def loop_only(total: int) -> dict:
 
 
 async def with_judge(url: str, total: int, concurrency: int) -> dict:
+    proc = psutil.Process()
+    rss, trajs = [], []
     async with CodeJudgeClient(url, max_concurrency=8, max_batch_size=64) as client:
         loop = make_loop(PythonTool(client))
         await run_batch(loop, 20, 20)
         start = time.perf_counter()
-        trajs = await run_batch(loop, total, concurrency)
+        for _ in range(10):
+            trajs += await run_batch(loop, max(1, total // 10), concurrency)
+            gc.collect()
+            rss.append(proc.memory_info().rss / 2**20)
         elapsed = time.perf_counter() - start
+    total = len(trajs)
     errors = sum(t.stats.tool_errors for t in trajs)
     tool_s = sum(t.stats.tool_latency_s for t in trajs) / max(1, sum(t.stats.tool_calls for t in trajs))
     ok = sum("stdout: 5050" in TOK.decode(t.response_ids) for t in trajs)
     return {"trajectories": total, "elapsed_s": elapsed, "traj_per_s": total / elapsed, "tool_errors": errors,
-            "mean_tool_call_ms": tool_s * 1e3, "correct_tool_output": ok}
+            "mean_tool_call_ms": tool_s * 1e3, "correct_tool_output": ok, "rss_first_mb": rss[0],
+            "rss_last_mb": rss[-1], "rss_growth": (rss[-1] - rss[0]) / rss[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trajectories", type=int, default=10000)
-    ap.add_argument("--judge-trajectories", type=int, default=400)
+    ap.add_argument("--judge-trajectories", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
 
@@ -137,11 +145,12 @@ def main() -> None:
           f"{'-':>10s} {0:7d}")
     print(f"{'with code judge':22s} {wj['trajectories']:12d} {wj['traj_per_s']:9.1f} {'-':>12s} "
           f"{wj['mean_tool_call_ms']:7.1f} ms {wj['tool_errors']:7d}")
-    print(f"memory over {lo['trajectories']} trajectories: RSS {lo['rss_first_mb']:.1f} MB -> {lo['rss_last_mb']:.1f} MB "
-          f"({lo['rss_growth'] * 100:+.1f}%)")
+    for name, r in (("loop only", lo), ("with code judge (loop + client)", wj)):
+        print(f"memory, {name}, over {r['trajectories']} trajectories: RSS {r['rss_first_mb']:.1f} MB -> "
+              f"{r['rss_last_mb']:.1f} MB ({r['rss_growth'] * 100:+.1f}%)")
     print(f"trajectories with the correct tool output from the judge: {wj['correct_tool_output']}/{wj['trajectories']}")
     overhead_ok = lo["us_per_turn"] < 1000
-    memory_ok = lo["rss_growth"] < 0.05
+    memory_ok = lo["rss_growth"] < 0.05 and wj["rss_growth"] < 0.05
     print(f"targets: loop overhead < 1 ms/turn: {'MET' if overhead_ok else 'NOT MET'}; "
           f"memory flat (< 5% growth): {'MET' if memory_ok else 'NOT MET'}")
     if wj["tool_errors"] or wj["correct_tool_output"] != wj["trajectories"]:
