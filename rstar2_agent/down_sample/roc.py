@@ -127,4 +127,3 @@ def select_roc(rewards: Sequence[float] | np.ndarray, penalties: Sequence[float]
     return sorted(neg[:z] + pos[:p])
 
 
-__all__ = ["roc_quotas", "select_roc"]

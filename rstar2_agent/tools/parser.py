@@ -103,7 +103,8 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages the model reads (``json_type([]) == "array"``)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -112,7 +113,7 @@ def _json_type(value: object) -> str:
         return "number"
     if isinstance(value, str):
         return "string"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "array"
     if isinstance(value, dict):
         return "object"
@@ -200,13 +201,13 @@ def _scan(text: str, tool_names: Optional[Collection[str]]) -> Iterator[tuple[in
 def _to_item(value: object, raw: str, names: Optional[frozenset]) -> ParsedItem:
     if not isinstance(value, dict):
         return ToolCallError(
-            _PREFIX + f'expected a JSON object with "name" and "arguments", got {_json_type(value)}', raw
+            _PREFIX + f'expected a JSON object with "name" and "arguments", got {json_type(value)}', raw
         )
     if "name" not in value:
         return ToolCallError(_PREFIX + 'missing "name"', raw)
     name = value["name"]
     if not isinstance(name, str):
-        return ToolCallError(_PREFIX + f'"name" must be a string, got {_json_type(name)}', raw)
+        return ToolCallError(_PREFIX + f'"name" must be a string, got {json_type(name)}', raw)
     if not name.strip():
         return ToolCallError(_PREFIX + '"name" is empty', raw)
     if "arguments" not in value:
@@ -222,13 +223,13 @@ def _to_item(value: object, raw: str, names: Optional[frozenset]) -> ParsedItem:
         if not isinstance(decoded, dict):
             return ToolCallError(
                 _PREFIX
-                + f'"arguments" of "{name}" must be a JSON object, got a string holding {_json_type(decoded)}',
+                + f'"arguments" of "{name}" must be a JSON object, got a string holding {json_type(decoded)}',
                 raw,
             )
         arguments = decoded
     elif not isinstance(arguments, dict):
         return ToolCallError(
-            _PREFIX + f'"arguments" of "{name}" must be a JSON object, got {_json_type(arguments)}', raw
+            _PREFIX + f'"arguments" of "{name}" must be a JSON object, got {json_type(arguments)}', raw
         )
     if names is not None and name not in names:
         available = ", ".join(f'"{n}"' for n in sorted(names)) or "none"

@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from .base import ToolResult, failure_text, format_result
-from .parser import ToolCall
+from .parser import ToolCall, json_type
 
 if TYPE_CHECKING:
     from code_judge.client import CodeJudgeClient
@@ -187,33 +187,17 @@ def build_program(cell: str, history: Sequence[str] = ()) -> str:
     return f"{_DRIVER}\n_rstar2_run([{cells}], {ascii(str(cell))})\n"
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def check_string_argument(arguments: object, key: str, *, required: bool) -> tuple[Optional[str], Optional[str]]:
     """``(value, None)`` or ``(None, problem)`` for one string argument; a missing optional one is ``""``."""
     if not isinstance(arguments, dict):
-        return None, f"arguments must be a JSON object, got {_json_type(arguments)}"
+        return None, f"arguments must be a JSON object, got {json_type(arguments)}"
     if key not in arguments or arguments[key] is None:
         if required:
             return None, f'missing required argument "{key}"'
         return "", None
     value = arguments[key]
     if not isinstance(value, str):
-        return None, f'"{key}" must be a string, got {_json_type(value)}'
+        return None, f'"{key}" must be a string, got {json_type(value)}'
     return value, None
 
 
