@@ -56,7 +56,8 @@ def error_ratio_penalty(text: str) -> float:
     tool-free positive between a clean tool user (0) and a mostly failing one.
 
     >>> ok = "<tool_response>\\nTool call success\\nstdout: 42\\n</tool_response>"
-    >>> bad = "<tool_response>\\nTool call failure\\nstderr: ZeroDivisionError at line 1: division by zero\\n</tool_response>"
+    >>> bad = ("<tool_response>\\nTool call failure\\nstderr: ZeroDivisionError at line 1: division by zero"
+    ...        "\\n</tool_response>")
     >>> error_ratio_penalty(bad + ok + ok + ok)
     0.25
     >>> error_ratio_penalty("<reason>2+2=4</reason> <answer>\\\\boxed{4}</answer>")
