@@ -190,3 +190,11 @@ def test_sandbox_none_says_so():
         assert r["stdout"] == "4\n" and r["exit_code"] == 0
     finally:
         ex.stop()
+
+
+def test_job_faking_its_exit_status_is_still_ended(http, isolation):
+    """A job may write to the status pipe it inherits; it then gets its answer early but is killed at once."""
+    r = run_code(http, "import os\nos.write(4, b'0')\nos.execvp('sleep', ['sleep', '303'])")
+    assert r["reason"] == ""
+    assert leftover_sleepers() == []
+    assert run_code(http, "print('next')")["stdout"] == "next\n"

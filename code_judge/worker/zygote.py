@@ -209,6 +209,10 @@ class Zygote:
         """After the answer went out: end the used job and all it left, then fork the next spare."""
         used, self.used = self.used, None
         if used is not None:
+            if not used.reaped:
+                # It reported its status and is exiting; or the job itself wrote to the status pipe and is
+                # still running. Either way nothing of it may outlive its answer.
+                os.kill(used.pid, signal.SIGKILL)
             self._reap(used)
             sandbox.kill_leftovers(self.iso, used.pid)
             for fd in (used.pidfd, used.go_w, used.done_r):
