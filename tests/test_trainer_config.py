@@ -1,0 +1,61 @@
+"""The trainer config composes exactly as the example script launches it, on verl 0.9.1's own ppo_trainer."""
+
+import os
+import subprocess
+import sys
+
+from hydra import compose, initialize_config_dir
+
+import rstar2_agent.main  # noqa: F401 - registers plugins and resolvers, as `python -m rstar2_agent.main` does
+from rstar2_agent.rollout.template import load_chat_template
+from rstar2_agent.verl_plugins import CONFIG_DIR
+
+
+def compose_trainer(overrides=()):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose("rstar2_agent_trainer", overrides=list(overrides))
+
+
+def test_defaults_layer_the_recipe_on_verl():
+    cfg = compose_trainer()
+    mt = cfg.actor_rollout_ref.rollout.multi_turn
+    assert (mt.enable, mt.max_assistant_turns, mt.format, mt.max_tool_response_length) == (
+        True, 5, "rstar2_agent_hermes", 1000)
+    assert mt.tool_config_path == os.path.join(CONFIG_DIR, "tool_config", "python_tool_config.yaml")
+    assert os.path.exists(cfg.actor_rollout_ref.rollout.agent.agent_loop_config_path)
+    assert cfg.actor_rollout_ref.model.custom_chat_template == load_chat_template()
+    assert cfg.reward.reward_manager.name == "code_judge" and cfg.data.return_raw_chat is True
+    assert "ppo_mini_batch_size" in cfg.actor_rollout_ref.actor and cfg.trainer.use_v1 is True  # verl's own tree
+    assert cfg.augmentation.do_down_sampling is False and cfg.augmentation.down_sampling_config.down_sample_to_n == -1
+
+
+def test_example_script_overrides_resolve():
+    overrides = [
+        "algorithm.adv_estimator=grpo", "data.train_batch_size=128", "data.max_response_length=8192",
+        "actor_rollout_ref.rollout.n=32", "actor_rollout_ref.actor.clip_ratio_high=0.28",
+        "augmentation.do_down_sampling=True", "augmentation.down_sampling_config.down_sample_to_n=16",
+        "augmentation.down_sampling_config.reject_equal_reward=True",
+        "augmentation.down_sampling_config.roc_error_ratio=True",
+        "augmentation.down_sampling_config.roc_answer_format=True",
+        "augmentation.down_sampling_config.min_zero_reward_trace_num=2",
+        "augmentation.down_sampling_config.min_non_zero_reward_trace_num=2",
+    ]
+    cfg = compose_trainer(overrides)
+    from rstar2_agent.down_sample.batch import DownSamplingConfig
+
+    ds = DownSamplingConfig.from_config(cfg)
+    assert (ds.do_down_sampling, ds.down_sample_to_n, ds.min_zero_reward_trace_num) == (True, 16, 2)
+    assert cfg.actor_rollout_ref.rollout.n == 32 and cfg.actor_rollout_ref.rollout.response_length == 8192
+
+
+def test_entry_point_sets_the_plugin_variable_for_verl_processes():
+    out = subprocess.run([sys.executable, "-c", "import rstar2_agent.main, os; print(os.environ['VERL_USE_EXTERNAL_MODULES'])"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().split(",")[-1] == "rstar2_agent.verl_plugins", out.stderr[-2000:]
+    # a fresh process that only imports verl, as Ray workers do, gets our registrations
+    probe = ("import verl; from verl.experimental.agent_loop.agent_loop import _agent_loop_registry; "
+             "from verl.experimental.agent_loop.tool_parser import ToolParser; "
+             "print('rstar2_agent' in _agent_loop_registry, 'rstar2_agent_hermes' in ToolParser._registry)")
+    env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="rstar2_agent.verl_plugins")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "True True", out.stderr[-2000:]
