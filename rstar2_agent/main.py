@@ -26,10 +26,21 @@ def enable_plugins() -> None:
 enable_plugins()
 
 
+def check_supported(config) -> None:
+    """Refuse settings this version cannot honour, instead of ignoring them."""
+    if config.augmentation.do_down_sampling:
+        raise SystemExit(
+            "augmentation.do_down_sampling=True: the GRPO-RoC hook inside verl's trainer is not in this version yet "
+            "(the functions are in rstar2_agent.down_sample); set augmentation.do_down_sampling=False to train "
+            "with plain GRPO."
+        )
+
+
 @hydra.main(config_path="config", config_name="rstar2_agent_trainer", version_base=None)
 def main(config) -> None:
     from verl.trainer.main_ppo import main as verl_main
 
+    check_supported(config)
     verl_main.__wrapped__(config)  # verl's body without its own @hydra.main
 
 

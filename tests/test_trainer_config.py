@@ -59,3 +59,9 @@ def test_entry_point_sets_the_plugin_variable_for_verl_processes():
     env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="rstar2_agent.verl_plugins")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "True True", out.stderr[-2000:]
+
+
+def test_down_sampling_without_the_trainer_hook_is_refused_not_ignored():
+    out = subprocess.run([sys.executable, "-m", "rstar2_agent.main", "augmentation.do_down_sampling=True"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "GRPO-RoC hook inside verl's trainer is not in this version" in out.stderr
