@@ -28,11 +28,12 @@ enable_plugins()
 
 def check_supported(config) -> None:
     """Refuse settings this version cannot honour, instead of ignoring them."""
-    if config.augmentation.do_down_sampling:
+    hooked = config.trainer.use_v1 and config.trainer.v1.trainer_mode == "rstar2_agent"
+    if config.augmentation.do_down_sampling and not hooked:
         raise SystemExit(
-            "augmentation.do_down_sampling=True: the GRPO-RoC hook inside verl's trainer is not in this version yet "
-            "(the functions are in rstar2_agent.down_sample); set augmentation.do_down_sampling=False to train "
-            "with plain GRPO."
+            "augmentation.do_down_sampling=True needs verl's V1 trainer with our hook: set trainer.use_v1=True and "
+            f"trainer.v1.trainer_mode=rstar2_agent (got use_v1={config.trainer.use_v1}, "
+            f"trainer_mode={config.trainer.v1.trainer_mode})."
         )
 
 

@@ -7,6 +7,7 @@ the registrations below exist wherever verl looks them up:
 - agent loop `rstar2_agent`            (rollout.verl_agent_loop)
 - tool parser `rstar2_agent_hermes`     (tools.verl_parser)
 - reward manager `code_judge`           (reward.verl_manager)
+- V1 trainer `rstar2_agent`             (trainer.roc_trainer: GRPO-RoC down-sampling)
 - OmegaConf resolvers `${rstar2_config:relative/path}` (absolute path of a file shipped in rstar2_agent/config)
   and `${rstar2_chat_template:}` (the shipped chat template's text), used by rstar2_agent_trainer.yaml.
 """
@@ -43,3 +44,4 @@ register_resolvers()
 import rstar2_agent.reward.verl_manager  # noqa: E402,F401 - registers "code_judge"
 import rstar2_agent.rollout.verl_agent_loop  # noqa: E402,F401 - registers "rstar2_agent"
 import rstar2_agent.tools.verl_parser  # noqa: E402,F401 - registers "rstar2_agent_hermes"
+import rstar2_agent.trainer.roc_trainer  # noqa: E402,F401 - registers trainer_mode "rstar2_agent"

@@ -26,6 +26,7 @@ def test_defaults_layer_the_recipe_on_verl():
     assert cfg.actor_rollout_ref.model.custom_chat_template == load_chat_template()
     assert cfg.reward.reward_manager.name == "code_judge" and cfg.data.return_raw_chat is True
     assert "ppo_mini_batch_size" in cfg.actor_rollout_ref.actor and cfg.trainer.use_v1 is True  # verl's own tree
+    assert cfg.trainer.v1.trainer_mode == "rstar2_agent"
     assert cfg.augmentation.do_down_sampling is False and cfg.augmentation.down_sampling_config.down_sample_to_n == -1
 
 
@@ -55,13 +56,15 @@ def test_entry_point_sets_the_plugin_variable_for_verl_processes():
     # a fresh process that only imports verl, as Ray workers do, gets our registrations
     probe = ("import verl; from verl.experimental.agent_loop.agent_loop import _agent_loop_registry; "
              "from verl.experimental.agent_loop.tool_parser import ToolParser; "
-             "print('rstar2_agent' in _agent_loop_registry, 'rstar2_agent_hermes' in ToolParser._registry)")
+             "from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY; "
+             "print('rstar2_agent' in _agent_loop_registry, 'rstar2_agent_hermes' in ToolParser._registry, "
+             "'rstar2_agent' in TRAINER_REGISTRY)")
     env = dict(os.environ, VERL_USE_EXTERNAL_MODULES="rstar2_agent.verl_plugins")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
-    assert out.stdout.strip().splitlines()[-1] == "True True", out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True True True", out.stderr[-2000:]
 
 
 def test_down_sampling_without_the_trainer_hook_is_refused_not_ignored():
-    out = subprocess.run([sys.executable, "-m", "rstar2_agent.main", "augmentation.do_down_sampling=True"],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0 and "GRPO-RoC hook inside verl's trainer is not in this version" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "rstar2_agent.main", "augmentation.do_down_sampling=True",
+                          "trainer.v1.trainer_mode=sync"], capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "needs verl's V1 trainer with our hook" in out.stderr

@@ -1,0 +1,77 @@
+"""The glue between a scored rollout (as verl's V1 trainer stores it) and GRPO-RoC's choice of rows."""
+
+from rstar2_agent.down_sample.batch import DownSamplingConfig
+from rstar2_agent.trainer.hook import build_batch, rows_to_keep
+from tiny_lm import build_tokenizer
+
+TOK = build_tokenizer()
+PROMPT = TOK.encode("<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<reason>", add_special_tokens=False)
+OK_TOOL = ("Let me check.\n<tool_call>\n{}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\nTool call "
+           "success\nstdout: 1\n</tool_response><|im_end|>\n<|im_start|>assistant\n<reason>so </reason> "
+           "<answer>\\boxed{1}</answer><|im_end|>")
+BAD_TOOL = OK_TOOL.replace("Tool call success\nstdout: 1", "Tool call failure\nstderr: NameError: x")
+
+
+def scored(text: str, reward: float) -> tuple[list[int], list[float]]:
+    ids = TOK.encode(text, add_special_tokens=False)
+    return ids, [0.0] * (len(ids) - 1) + [reward]
+
+
+def test_build_batch_pads_and_keeps_positions():
+    batch = build_batch(["a", "b"], [[1, 2, 3], [4]], [[5], [6, 7]], [[1.0], [0.0, 2.0]], pad_token_id=0)
+    assert batch.batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 0, 0, 1, 1]]
+    assert batch.batch["token_level_scores"].sum(-1).tolist() == [1.0, 2.0]
+    assert list(batch.non_tensor_batch["row"]) == [0, 1]
+
+
+def test_rows_to_keep_applies_reject_equal_and_roc_in_input_order():
+    # group p: 2 correct (one with a failing tool call), 2 wrong; group q: all wrong (equal -> dropped)
+    traces = [("p", OK_TOOL, 0.0), ("q", OK_TOOL, 0.0), ("p", BAD_TOOL, 1.0), ("p", OK_TOOL, 1.0),
+              ("q", BAD_TOOL, 0.0), ("p", BAD_TOOL, 0.0)]
+    responses, scores = zip(*(scored(text, r) for _, text, r in traces))
+    cfg = DownSamplingConfig(do_down_sampling=True, down_sample_to_n=2, reject_equal_reward=True,
+                             roc_error_ratio=True, roc_answer_format=True, min_zero_reward_trace_num=1,
+                             min_non_zero_reward_trace_num=1)
+    rows, metrics = rows_to_keep([u for u, _, _ in traces], [PROMPT] * 6, responses, scores, TOK, cfg)
+    # p keeps its first negative (row 0) and its cleanest positive (row 3: tool call worked)
+    assert rows == [0, 3]
+    assert metrics["down_sampling/before_sampling_trace_num"] == 6
+    assert metrics["down_sampling/after_sampling_trace_num"] == 2
+
+
+def test_nothing_left_is_none():
+    responses, scores = zip(*(scored(OK_TOOL, 1.0) for _ in range(2)))
+    cfg = DownSamplingConfig(do_down_sampling=True, down_sample_to_n=2, reject_equal_reward=True)
+    rows, _ = rows_to_keep(["p", "p"], [PROMPT] * 2, responses, scores, TOK, cfg)
+    assert rows is None
+
+
+def test_verl_trainer_hook_keeps_the_chosen_keys_then_balances(monkeypatch):
+    """The registered V1 trainer's `_balance_batch`, with TransferQueue and verl's own balancing faked."""
+    from transfer_queue.metadata import KVBatchMeta
+    from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    import rstar2_agent.trainer.roc_trainer as roc
+
+    traces = [("p", OK_TOOL, 0.0), ("q", OK_TOOL, 0.0), ("p", BAD_TOOL, 1.0), ("p", OK_TOOL, 1.0),
+              ("q", BAD_TOOL, 0.0), ("p", BAD_TOOL, 0.0)]
+    store = {f"k{i}": {"uid": u, "prompts": PROMPT, **dict(zip(("responses", "rm_scores"), scored(t, r)))}
+             for i, (u, t, r) in enumerate(traces)}
+    monkeypatch.setattr(roc.tq, "kv_batch_get", lambda keys, partition_id, select_fields: {
+        f: [store[k][f] for k in keys] for f in select_fields})
+    balanced = []
+    monkeypatch.setattr(PPOTrainerSync, "_balance_batch",
+                        lambda self, batch, metrics, **kw: balanced.append(list(batch.keys)) or batch)
+
+    assert get_trainer_cls("rstar2_agent") is roc.RStar2AgentTrainer
+    trainer = object.__new__(roc.RStar2AgentTrainer)  # verl's __init__ needs GPUs and Ray; the hook does not
+    trainer.tokenizer = TOK
+    trainer.down_sampling = DownSamplingConfig(do_down_sampling=True, down_sample_to_n=2, reject_equal_reward=True,
+                                               roc_error_ratio=True, roc_answer_format=True,
+                                               min_zero_reward_trace_num=1, min_non_zero_reward_trace_num=1)
+    batch = KVBatchMeta(keys=list(store), tags=[{"seq_len": 10}] * 6, partition_id="train")
+    metrics = {}
+    out = trainer._balance_batch(batch, metrics)
+    assert balanced == [["k0", "k3"]] and list(out.keys) == ["k0", "k3"]
+    assert metrics["down_sampling/nothing_left"] == 0.0 and metrics["down_sampling/after_sampling_trace_num"] == 2
