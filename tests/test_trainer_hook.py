@@ -75,3 +75,28 @@ def test_verl_trainer_hook_keeps_the_chosen_keys_then_balances(monkeypatch):
     out = trainer._balance_batch(batch, metrics)
     assert balanced == [["k0", "k3"]] and list(out.keys) == ["k0", "k3"]
     assert metrics["down_sampling/nothing_left"] == 0.0 and metrics["down_sampling/after_sampling_trace_num"] == 2
+
+
+def test_grpo_advantage_is_computed_on_the_kept_subset():
+    """verl's own GRPO advantage, on the rows RoC keeps: each group normalised over its kept traces only."""
+    import numpy as np
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+
+    traces = [("p", BAD_TOOL, 0.0), ("p", OK_TOOL, 1.0), ("p", BAD_TOOL, 1.0), ("p", BAD_TOOL, 1.0)]
+    responses, scores = zip(*(scored(text, r) for _, text, r in traces))
+    cfg = DownSamplingConfig(do_down_sampling=True, down_sample_to_n=2, reject_equal_reward=True,
+                             roc_error_ratio=True, min_zero_reward_trace_num=1, min_non_zero_reward_trace_num=1)
+    rows, _ = rows_to_keep(["p"] * 4, [PROMPT] * 4, responses, scores, TOK, cfg)
+    assert rows == [0, 1]  # the negative, and the positive whose tool call worked
+
+    def advantages(keep):
+        batch = build_batch(["p"] * len(keep), [PROMPT] * len(keep), [responses[i] for i in keep],
+                            [scores[i] for i in keep], TOK.pad_token_id)
+        mask = batch.batch["attention_mask"][:, batch.batch["prompts"].shape[1]:]
+        adv, _ = compute_grpo_outcome_advantage(batch.batch["token_level_scores"], mask,
+                                                np.array(["p"] * len(keep), dtype=object))
+        return [round(adv[i][mask[i].bool()][0].item(), 3) for i in range(len(keep))]
+
+    # kept: rewards [0, 1] -> mean 0.5, std 0.707 -> -/+0.707; the whole group [0, 1, 1, 1] would give -1.5/+0.5
+    assert advantages(rows) == [-0.707, 0.707]
+    assert advantages([0, 1, 2, 3]) == [-1.5, 0.5, 0.5, 0.5]
