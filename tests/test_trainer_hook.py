@@ -100,3 +100,69 @@ def test_grpo_advantage_is_computed_on_the_kept_subset():
     # kept: rewards [0, 1] -> mean 0.5, std 0.707 -> -/+0.707; the whole group [0, 1, 1, 1] would give -1.5/+0.5
     assert advantages(rows) == [-0.707, 0.707]
     assert advantages([0, 1, 2, 3]) == [-1.5, 0.5, 0.5, 0.5]
+
+
+def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch):
+    """verl's real `_step_once` and `_balance_batch` with the worker groups and TransferQueue replaced by
+    in-process fakes: every stage after the reward (old log-probs, advantage, update) gets the kept traces,
+    padded by verl to its batch multiple, never the dropped ones."""
+    from omegaconf import OmegaConf
+    from transfer_queue.metadata import KVBatchMeta
+
+    import rstar2_agent.trainer.roc_trainer as roc
+    import verl.trainer.ppo.v1.trainer_base as base
+
+    traces = [("p", OK_TOOL, 0.0), ("q", OK_TOOL, 0.0), ("p", BAD_TOOL, 1.0), ("p", OK_TOOL, 1.0),
+              ("q", BAD_TOOL, 0.0), ("p", BAD_TOOL, 0.0)]
+    store = {f"k{i}": {"uid": u, "prompts": PROMPT, **dict(zip(("responses", "rm_scores"), scored(t, r)))}
+             for i, (u, t, r) in enumerate(traces)}
+    monkeypatch.setattr(roc.tq, "kv_batch_get", lambda keys, partition_id, select_fields: {
+        f: [store[k][f] for k in keys] for f in select_fields})
+
+    def pad_to_multiple(batch, multiple, eos_token_id):  # stands in for verl's TransferQueue padding
+        missing = -len(batch) % multiple
+        return KVBatchMeta(keys=list(batch.keys) + [f"pad{i}" for i in range(missing)],
+                           tags=list(batch.tags) + [{"seq_len": 1, "is_padding": True}] * missing,
+                           partition_id=batch.partition_id)
+
+    monkeypatch.setattr(base, "upsample_batch_to_divisible_size", pad_to_multiple)
+
+    class ReplayBuffer:
+        def sample(self, global_steps, partition_id, batch_size):
+            return KVBatchMeta(keys=list(store), tags=[{"seq_len": 40 + i} for i in range(6)],
+                               partition_id="train"), {}
+
+    class WorkerGroup:
+        _dispatch_info = {"actor": [0, 1, 2, 3]}  # 4 data-parallel ranks
+
+    seen = []
+
+    def stage(name):
+        def run(self, batch, metrics):
+            seen.append((name, sorted(batch.keys)))
+            return batch
+        return run
+
+    for name in ("_compute_old_log_prob", "_compute_advantage", "_update_actor"):
+        monkeypatch.setattr(roc.RStar2AgentTrainer, name, stage(name))
+
+    trainer = object.__new__(roc.RStar2AgentTrainer)
+    trainer.config = OmegaConf.create({
+        "actor_rollout_ref": {"rollout": {"temperature": 1.0, "n": 1}, "actor": {"ppo_mini_batch_size": 1}},
+        "trainer": {"critic_warmup": 0}})
+    trainer.tokenizer = TOK
+    trainer.replay_buffer = ReplayBuffer()
+    trainer.reward_loop_manager = type("R", (), {"reward_loop_worker_handles": ["reward computed in rollout"]})()
+    trainer.actor_rollout_wg = WorkerGroup()
+    trainer.use_reference_policy = trainer.use_critic = False
+    trainer.global_steps = 1
+    trainer.curr_step_profile = False
+    trainer.checkpoint_manager = type("C", (), {"sleep_replicas": lambda self: None})()
+    trainer.down_sampling = DownSamplingConfig(do_down_sampling=True, down_sample_to_n=2, reject_equal_reward=True,
+                                               roc_error_ratio=True, roc_answer_format=True,
+                                               min_zero_reward_trace_num=1, min_non_zero_reward_trace_num=1)
+    metrics = {}
+    trainer._step_once(metrics, {}, sample_batch_size=6)
+    assert [name for name, _ in seen] == ["_compute_old_log_prob", "_compute_advantage", "_update_actor"]
+    assert all(keys == ["k0", "k3", "pad0", "pad1"] for _, keys in seen)  # 2 kept, padded by verl for 4 ranks
+    assert metrics["down_sampling/before_sampling_trace_num"] == 6 and "global_seqlen/min" in metrics
