@@ -22,7 +22,9 @@
 #      first, or override trainer.logger='["console"]' actor_rollout_ref.rollout.trace.backend=null.
 #
 # Numbers worth knowing: 128 prompts x rollout.n=32 = 4096 trajectories per step; GRPO-RoC keeps 16 per
-# prompt (at most 2048), so ppo_mini_batch_size=128 gives one optimizer step per training step.
+# prompt (at most 2048). verl 0.9.1's V1 trainer pads each batch to a multiple of ppo_mini_batch_size x
+# rollout.n, so upstream's 128 (4096) would pad the <= 2048 kept traces to 4096 with no-op samples; 64 (2048)
+# gives the same single optimizer step per training step without the padding.
 set -euo pipefail
 
 PROJECT_DIR=${PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -72,7 +74,7 @@ ARGS=(
     actor_rollout_ref.model.enable_gradient_checkpointing=True
     actor_rollout_ref.actor.optim.lr=1e-6
     actor_rollout_ref.actor.optim.lr_warmup_steps=20
-    actor_rollout_ref.actor.ppo_mini_batch_size=128
+    actor_rollout_ref.actor.ppo_mini_batch_size=64
     actor_rollout_ref.actor.use_dynamic_bsz=True
     actor_rollout_ref.actor.ppo_max_token_len_per_gpu=20480
     actor_rollout_ref.actor.use_kl_loss=False

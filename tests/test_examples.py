@@ -30,16 +30,15 @@ pytestmark = pytest.mark.skipif(BASH is None, reason="bash not installed")
 
 @pytest.fixture(scope="module")
 def verl_config():
-    """verl's ppo_trainer config as our trainer yaml extends it (rollout name set as rstar2_agent_trainer does)."""
-    import verl
+    """Our trainer config (verl's ppo_trainer + rstar2_agent_trainer.yaml), composed as the scripts launch it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    from rstar2_agent.verl_plugins import CONFIG_DIR  # also registers the config resolvers
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        yield lambda overrides=(): compose("ppo_trainer",
-                                           overrides=["actor_rollout_ref.rollout.name=sglang", *overrides])
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        yield lambda overrides=(): compose("rstar2_agent_trainer", overrides=list(overrides))
     GlobalHydra.instance().clear()
 
 
@@ -118,8 +117,7 @@ def test_overrides_compose_and_validate(script, tmp_path, verl_config):
     from verl.utils.config import validate_config
 
     _, overrides = split_overrides(run_script(script, tmp_path))
-    verl_overrides = [o for o in overrides if not o.startswith(("+",) + OWN_PREFIXES)]
-    cfg = verl_config(verl_overrides)
+    cfg = verl_config(overrides)  # every override, ours included, exactly as the script passes them
     validate_config(cfg, use_reference_policy=False, use_critic=False)
     assert cfg.actor_rollout_ref.rollout.name == "sglang"
     assert cfg.reward.reward_manager.name == "code_judge"
@@ -137,7 +135,7 @@ def test_training_script_has_the_upstream_hyper_parameters(tmp_path, verl_config
         "data.val_files": f"{home}/data/rstar2-agent/aime2024/test.parquet",
         "actor_rollout_ref.model.path": f"{home}/models/Qwen3-14B-Base",
         "actor_rollout_ref.actor.optim.lr": "1e-6", "actor_rollout_ref.actor.optim.lr_warmup_steps": "20",
-        "actor_rollout_ref.actor.ppo_mini_batch_size": "128", "actor_rollout_ref.actor.use_dynamic_bsz": "True",
+        "actor_rollout_ref.actor.ppo_mini_batch_size": "64",  # upstream 128; see the script "actor_rollout_ref.actor.use_dynamic_bsz": "True",
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": "20480",
         "actor_rollout_ref.actor.use_kl_loss": "False", "actor_rollout_ref.actor.kl_loss_coef": "0",
         "actor_rollout_ref.actor.entropy_coeff": "0", "actor_rollout_ref.actor.clip_ratio_low": "0.2",

@@ -1,5 +1,7 @@
 """The glue between a scored rollout (as verl's V1 trainer stores it) and GRPO-RoC's choice of rows."""
 
+import pytest
+
 from rstar2_agent.down_sample.batch import DownSamplingConfig
 from rstar2_agent.trainer.hook import build_batch, rows_to_keep
 from tiny_lm import build_tokenizer
@@ -102,7 +104,8 @@ def test_grpo_advantage_is_computed_on_the_kept_subset():
     assert advantages([0, 1, 2, 3]) == [-1.5, 0.5, 0.5, 0.5]
 
 
-def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch):
+@pytest.mark.parametrize("async_reward", [True, False])
+def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch, async_reward):
     """verl's real `_step_once` and `_balance_batch` with the worker groups and TransferQueue replaced by
     in-process fakes: every stage after the reward (old log-probs, advantage, update) gets the kept traces,
     padded by verl to its batch multiple, never the dropped ones."""
@@ -143,7 +146,7 @@ def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch):
             return batch
         return run
 
-    for name in ("_compute_old_log_prob", "_compute_advantage", "_update_actor"):
+    for name in ("_compute_reward_colocate", "_compute_old_log_prob", "_compute_advantage", "_update_actor"):
         monkeypatch.setattr(roc.RStar2AgentTrainer, name, stage(name))
 
     trainer = object.__new__(roc.RStar2AgentTrainer)
@@ -152,7 +155,9 @@ def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch):
         "trainer": {"critic_warmup": 0}})
     trainer.tokenizer = TOK
     trainer.replay_buffer = ReplayBuffer()
-    trainer.reward_loop_manager = type("R", (), {"reward_loop_worker_handles": ["reward computed in rollout"]})()
+    # async reward: scores were computed during rollout; off: verl computes them colocated, before our hook
+    handles = ["reward workers"] if async_reward else None
+    trainer.reward_loop_manager = type("R", (), {"reward_loop_worker_handles": handles})()
     trainer.actor_rollout_wg = WorkerGroup()
     trainer.use_reference_policy = trainer.use_critic = False
     trainer.global_steps = 1
@@ -163,6 +168,8 @@ def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch):
                                                min_zero_reward_trace_num=1, min_non_zero_reward_trace_num=1)
     metrics = {}
     trainer._step_once(metrics, {}, sample_batch_size=6)
-    assert [name for name, _ in seen] == ["_compute_old_log_prob", "_compute_advantage", "_update_actor"]
-    assert all(keys == ["k0", "k3", "pad0", "pad1"] for _, keys in seen)  # 2 kept, padded by verl for 4 ranks
+    reward = [] if async_reward else [("_compute_reward_colocate", sorted(store))]  # sees all, before the hook
+    assert seen[: len(reward)] == reward
+    assert [name for name, _ in seen[len(reward):]] == ["_compute_old_log_prob", "_compute_advantage", "_update_actor"]
+    assert all(keys == ["k0", "k3", "pad0", "pad1"] for _, keys in seen[len(reward):])  # 2 kept, padded for 4 ranks
     assert metrics["down_sampling/before_sampling_trace_num"] == 6 and "global_seqlen/min" in metrics

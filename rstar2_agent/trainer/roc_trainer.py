@@ -26,10 +26,15 @@ FIELDS = ["uid", "prompts", "responses", "rm_scores"]
 
 
 def _rows(values) -> list:
-    """TransferQueue hands back jagged nested tensors, tensors or lists; make them lists of rows."""
+    """Token fields come back from TransferQueue as jagged nested tensors (or lists): one list per row."""
     if hasattr(values, "unbind"):
         return [row.tolist() for row in values.unbind()]
-    return [row.tolist() if hasattr(row, "tolist") else row for row in values]
+    return [row.tolist() if hasattr(row, "tolist") else list(row) for row in values]
+
+
+def _strings(values) -> list[str]:
+    """`uid` comes back as a non-tensor stack (or a list); verl itself reads it with `.tolist()`."""
+    return [str(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
 @register_trainer("rstar2_agent")
@@ -47,7 +52,7 @@ class RStar2AgentTrainer(PPOTrainerSync):
         real = [i for i, tag in enumerate(batch.tags) if not (tag or {}).get("is_padding", False)]
         keys = [batch.keys[i] for i in real]
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=FIELDS)
-        rows, ds_metrics = rows_to_keep([str(u) for u in _rows(data["uid"])], _rows(data["prompts"]),
+        rows, ds_metrics = rows_to_keep(_strings(data["uid"]), _rows(data["prompts"]),
                                         _rows(data["responses"]), _rows(data["rm_scores"]), self.tokenizer,
                                         self.down_sampling)
         metrics.update(ds_metrics)
