@@ -48,12 +48,9 @@ def test_nothing_left_is_none():
     assert rows is None
 
 
-def test_verl_trainer_hook_keeps_the_chosen_keys_then_balances(monkeypatch):
-    """The registered V1 trainer's `_balance_batch`, with TransferQueue and verl's own balancing faked."""
-    from transfer_queue.metadata import KVBatchMeta
-    from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
-    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
-
+def fake_transfer_queue(monkeypatch) -> dict:
+    """Six scored traces under keys k0..k5 (group p: mixed rewards, group q: all wrong), served by a fake
+    `kv_batch_get` with TransferQueue's signature."""
     import rstar2_agent.trainer.roc_trainer as roc
 
     traces = [("p", OK_TOOL, 0.0), ("q", OK_TOOL, 0.0), ("p", BAD_TOOL, 1.0), ("p", OK_TOOL, 1.0),
@@ -62,6 +59,18 @@ def test_verl_trainer_hook_keeps_the_chosen_keys_then_balances(monkeypatch):
              for i, (u, t, r) in enumerate(traces)}
     monkeypatch.setattr(roc.tq, "kv_batch_get", lambda keys, partition_id, select_fields: {
         f: [store[k][f] for k in keys] for f in select_fields})
+    return store
+
+
+def test_verl_trainer_hook_keeps_the_chosen_keys_then_balances(monkeypatch):
+    """The registered V1 trainer's `_balance_batch`, with TransferQueue and verl's own balancing faked."""
+    from transfer_queue.metadata import KVBatchMeta
+    from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    import rstar2_agent.trainer.roc_trainer as roc
+
+    store = fake_transfer_queue(monkeypatch)
     balanced = []
     monkeypatch.setattr(PPOTrainerSync, "_balance_batch",
                         lambda self, batch, metrics, **kw: balanced.append(list(batch.keys)) or batch)
@@ -115,12 +124,7 @@ def test_one_trainer_step_sees_only_the_kept_traces(monkeypatch, async_reward):
     import rstar2_agent.trainer.roc_trainer as roc
     import verl.trainer.ppo.v1.trainer_base as base
 
-    traces = [("p", OK_TOOL, 0.0), ("q", OK_TOOL, 0.0), ("p", BAD_TOOL, 1.0), ("p", OK_TOOL, 1.0),
-              ("q", BAD_TOOL, 0.0), ("p", BAD_TOOL, 0.0)]
-    store = {f"k{i}": {"uid": u, "prompts": PROMPT, **dict(zip(("responses", "rm_scores"), scored(t, r)))}
-             for i, (u, t, r) in enumerate(traces)}
-    monkeypatch.setattr(roc.tq, "kv_batch_get", lambda keys, partition_id, select_fields: {
-        f: [store[k][f] for k in keys] for f in select_fields})
+    store = fake_transfer_queue(monkeypatch)
 
     def pad_to_multiple(batch, multiple, eos_token_id):  # stands in for verl's TransferQueue padding
         missing = -len(batch) % multiple
