@@ -1,0 +1,1 @@
+"""Data bundled with the package: the small math task set of the CPU training job (`math_tasks`)."""
