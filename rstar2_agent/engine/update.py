@@ -1,0 +1,120 @@
+"""The GRPO policy update of the CPU engine, on verl's own algorithm code (advantage, clipped policy loss).
+
+The GPU path gets the same math from verl's trainer; here it runs in-process on a transformers model.
+Shapes, for B trajectories whose longest prompt+response is L tokens and longest response R tokens:
+
+    collate(rollouts)            input_ids [B, L] (right-padded prompt+response), attention_mask [B, L],
+                                 response_tokens [B, R], response_positions [B, R], response_mask [B, R]
+    response_logprobs(model, b)  [B, R]  log p(token | prefix) of each response token
+    grpo_advantages(b, ...)      [B, R]  verl's compute_grpo_outcome_advantage (one scalar per trajectory,
+                                         normalised within its uid group, spread over its response tokens)
+    policy_step(...)             one optimizer step on verl's compute_policy_loss (clip-higher, token-mean)
+
+`response_mask` is the agent loop's loss mask (tool-output tokens 0) times the padding mask, so tool
+outputs and padding never contribute to the loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class Rollout:
+    prompt_ids: list[int]
+    response_ids: list[int]
+    response_mask: list[int]  # 1 = model token, 0 = tool output
+    reward: float
+    uid: str  # the prompt group
+
+
+@dataclasses.dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_tokens: torch.Tensor
+    response_positions: torch.Tensor
+    response_mask: torch.Tensor
+    rewards: torch.Tensor
+    uids: np.ndarray
+
+
+def collate(rollouts: Sequence[Rollout], pad_token_id: int) -> Batch:
+    width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
+    rlen = max(1, max(len(r.response_ids) for r in rollouts))
+    b = len(rollouts)
+    input_ids = torch.full((b, width), pad_token_id, dtype=torch.long)
+    attention = torch.zeros((b, width), dtype=torch.long)
+    tokens = torch.full((b, rlen), pad_token_id, dtype=torch.long)
+    positions = torch.zeros((b, rlen), dtype=torch.long)
+    mask = torch.zeros((b, rlen), dtype=torch.float32)
+    for i, r in enumerate(rollouts):
+        seq = list(r.prompt_ids) + list(r.response_ids)
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention[i, : len(seq)] = 1
+        n = len(r.response_ids)
+        tokens[i, :n] = torch.tensor(r.response_ids, dtype=torch.long)
+        positions[i, :n] = torch.arange(len(r.prompt_ids), len(r.prompt_ids) + n)
+        mask[i, :n] = torch.tensor(r.response_mask, dtype=torch.float32)
+    rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
+    return Batch(input_ids, attention, tokens, positions, mask, rewards, np.array([r.uid for r in rollouts], dtype=object))
+
+
+def response_logprobs(model, batch: Batch, micro_batch_size: int = 8) -> torch.Tensor:
+    """Log-probabilities of the response tokens, [B, R]; gradients flow when called outside no_grad."""
+    out = []
+    for start in range(0, batch.input_ids.shape[0], micro_batch_size):
+        sl = slice(start, start + micro_batch_size)
+        logits = model(input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl]).logits
+        # the token at position p is predicted by the logits at p - 1
+        pred = torch.gather(logits, 1, (batch.response_positions[sl] - 1).clamp(min=0)
+                            .unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+        out.append(torch.log_softmax(pred.float(), dim=-1).gather(-1, batch.response_tokens[sl].unsqueeze(-1)).squeeze(-1))
+    return torch.cat(out)
+
+
+def grpo_advantages(batch: Batch, norm_by_std: bool = True) -> torch.Tensor:
+    """verl's GRPO outcome advantage; the reward sits on each trajectory's last response token."""
+    from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+
+    scores = torch.zeros_like(batch.response_mask)
+    last = (batch.response_mask > 0).float().cumsum(-1).argmax(-1)  # last model token of each trajectory
+    scores[torch.arange(len(last)), last] = batch.rewards
+    advantages, _ = compute_grpo_outcome_advantage(scores, batch.response_mask, batch.uids,
+                                                   norm_adv_by_std_in_grpo=norm_by_std)
+    return advantages
+
+
+def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_logprobs: torch.Tensor,
+                clip_low: float = 0.2, clip_high: float = 0.28, max_grad_norm: float = 1.0,
+                micro_batch_size: int = 8) -> dict[str, float]:
+    """One optimizer step of verl's clipped policy loss (token-mean over the whole batch)."""
+    from verl.trainer.ppo.core_algos import compute_policy_loss
+
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    total_tokens = batch.response_mask.sum().clamp(min=1)
+    stats = {"pg_loss": 0.0, "pg_clipfrac": 0.0, "ppo_kl": 0.0}
+    n = batch.input_ids.shape[0]
+    for start in range(0, n, micro_batch_size):
+        sl = slice(start, start + micro_batch_size)
+        micro = dataclasses.replace(batch, input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl],
+                                    response_tokens=batch.response_tokens[sl],
+                                    response_positions=batch.response_positions[sl],
+                                    response_mask=batch.response_mask[sl])
+        logprobs = response_logprobs(model, micro, micro_batch_size)
+        loss, clipfrac, kl, _ = compute_policy_loss(old_logprobs[sl], logprobs, advantages[sl], micro.response_mask,
+                                                    cliprange_low=clip_low, cliprange_high=clip_high,
+                                                    loss_agg_mode="token-mean")
+        weight = micro.response_mask.sum() / total_tokens  # token-mean over the whole batch
+        (loss * weight).backward()
+        for key, value in (("pg_loss", loss), ("pg_clipfrac", clipfrac), ("ppo_kl", kl)):
+            stats[key] += float(value) * float(weight)
+    stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    model.eval()
+    return stats
