@@ -372,9 +372,9 @@ def test_close_fails_in_flight_items_and_stops_workers():
 
 def test_unimportable_score_fn_breaks_pool_clearly():
     with RewardPool(num_workers=1, score_fn="rstar2_agent.no_such_module:fn") as p:
-        future = p.submit("a", "b")
+        # the broken worker may be noticed before `submit` (which then raises) or after (the future raises)
         with pytest.raises(RewardPoolBrokenError, match="no_such_module"):
-            future.result(timeout=60)
+            p.submit("a", "b").result(timeout=60)
 
 
 # --------------------------------------------------------------------------------------------------
