@@ -24,18 +24,7 @@ EXPERIMENT_NAME=${EXPERIMENT_NAME:-$EVAL_NAME-eval-n$VAL_N}
 OUTPUT_DIR=${OUTPUT_DIR:-$PWD/outputs/$EXPERIMENT_NAME}
 LOG_FILE=${LOG_FILE:-$OUTPUT_DIR/$EXPERIMENT_NAME.log}
 
-if ! ulimit -n 65535 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    echo "warning: could not raise the open-file limit to 65535; using the hard limit $(ulimit -n)" >&2
-fi
-
-if [[ "${SKIP_JUDGE_CHECK:-0}" != 1 ]]; then
-    if ! curl -fsS --max-time 5 "$CODE_JUDGE_URL/ping" >/dev/null; then
-        echo "error: no code judge answers at $CODE_JUDGE_URL/ping; start it first" \
-             "(rstar2-agent judge up --port 8088), or set CODE_JUDGE_URL, or SKIP_JUDGE_CHECK=1" >&2
-        exit 1
-    fi
-fi
+source "$PROJECT_DIR/examples/preflight.sh"  # open-file limit, code judge reachable
 mkdir -p "$OUTPUT_DIR"
 
 if [[ -z "${VAL_FILES:-}" ]]; then

@@ -41,19 +41,7 @@ EXPERIMENT_NAME=${EXPERIMENT_NAME:-qwen3-14b-sgl-tool-agent-verify-n32}
 LOG_DIR=${LOG_DIR:-$PWD}
 LOG_FILE=${LOG_FILE:-$LOG_DIR/rstar2-agent-$EXPERIMENT_NAME.log}
 
-# Many concurrent trajectories each hold HTTP connections to the code judge and SGLang.
-if ! ulimit -n 65535 2>/dev/null; then
-    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    echo "warning: could not raise the open-file limit to 65535; using the hard limit $(ulimit -n)" >&2
-fi
-
-if [[ "${SKIP_JUDGE_CHECK:-0}" != 1 ]]; then
-    if ! curl -fsS --max-time 5 "$CODE_JUDGE_URL/ping" >/dev/null; then
-        echo "error: no code judge answers at $CODE_JUDGE_URL/ping; start it first (see note 3 above)," \
-             "or set CODE_JUDGE_URL, or SKIP_JUDGE_CHECK=1" >&2
-        exit 1
-    fi
-fi
+source "$PROJECT_DIR/examples/preflight.sh"  # open-file limit, code judge reachable
 
 ARGS=(
     # GRPO, no KL anywhere, clip-higher

@@ -83,8 +83,10 @@ def test_script_header(script):
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in text
-    if "eval_common.sh" in text:  # the evaluation scripts share their body
+    if "eval_common.sh" in text:  # the evaluation scripts share their body ...
         text += (EXAMPLES / "eval_common.sh").read_text()
+    if "preflight.sh" in text:  # ... and every script its start-up checks
+        text += (EXAMPLES / "preflight.sh").read_text()
     assert "ulimit -n 65535" in text
     assert os.access(script, os.X_OK), f"{script.name} is not executable"
 
