@@ -161,8 +161,6 @@ class Zygote:
 
     @staticmethod
     def _reap(spare: Spare) -> int:
-        if spare.reaped:
-            return 0
         _, status = os.waitpid(spare.pid, 0)
         spare.reaped = True
         return os.waitstatus_to_exitcode(status)
@@ -213,7 +211,7 @@ class Zygote:
                 # It reported its status and is exiting; or the job itself wrote to the status pipe and is
                 # still running. Either way nothing of it may outlive its answer.
                 os.kill(used.pid, signal.SIGKILL)
-            self._reap(used)
+                self._reap(used)
             sandbox.kill_leftovers(self.iso, used.pid)
             for fd in (used.pidfd, used.go_w, used.done_r):
                 os.close(fd)
