@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Mapping, Optional, Protocol, Sequence
 
 from rstar2_agent.rollout.template import ToolTurnFormat
 from rstar2_agent.tools import Tool, ToolCall, ToolCallError, ToolResult, parse_tool_calls
+from rstar2_agent.tools.base import failure_text
 
 TRUNCATE_SIDES = ("left", "right", "middle")
 
@@ -118,11 +119,11 @@ class AgentLoop:
         tool = self.tools.get(item.name)
         if tool is None:
             stats.tool_errors += 1
-            return f"Tool call failure\nreason: unknown tool {item.name!r}; available: {', '.join(sorted(self.tools))}"
+            return failure_text(f"unknown tool {item.name!r}; available: {', '.join(sorted(self.tools))}")
         try:
             result: ToolResult = await tool.execute(item.arguments, history)
         except Exception as exc:  # noqa: BLE001 - a broken tool must not end the rollout
-            result = ToolResult(text=f"Tool call failure\nreason: {type(exc).__name__}: {exc}", success=False)
+            result = ToolResult(text=failure_text(f"{type(exc).__name__}: {exc}"), success=False)
         if not result.success:
             stats.tool_errors += 1
         return result.text
@@ -138,7 +139,7 @@ class AgentLoop:
         stats.tool_latency_s += time.perf_counter() - start
         history.extend(item for item in run if isinstance(item, ToolCall))
         stats.skipped_calls += len(skipped)
-        outputs += [f"Tool call failure\nreason: not run; at most {limit} tool call(s) per turn"] * len(skipped)
+        outputs += [failure_text(f"not run; at most {limit} tool call(s) per turn")] * len(skipped)
         cfg = self.config
         return [truncate(o, cfg.max_tool_response_length, cfg.tool_response_truncate_side) for o in outputs]
 
