@@ -24,12 +24,14 @@ import torch
 from rstar2_agent.down_sample.batch import DownSamplingConfig, down_sample_batch
 
 
-def _pad(rows: Sequence[Sequence[float]], dtype, pad) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(1, max((len(r) for r in rows), default=0))
+def _pad(rows: Sequence[Sequence[float]], dtype, pad, width: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (or cut) rows to `width` (default: the longest row); returns the tensor and its mask."""
+    width = width or max(1, max((len(r) for r in rows), default=0))
     out = torch.full((len(rows), width), pad, dtype=dtype)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.as_tensor(list(r), dtype=dtype)
+        r = list(r)[:width]
+        out[i, : len(r)] = torch.as_tensor(r, dtype=dtype)
         mask[i, : len(r)] = 1
     return out, mask
 
@@ -41,10 +43,7 @@ def build_batch(uids: Sequence[str], prompts: Sequence[Sequence[int]], responses
 
     prompt_ids, prompt_mask = _pad(prompts, torch.long, pad_token_id)
     response_ids, response_mask = _pad(responses, torch.long, pad_token_id)
-    token_scores, _ = _pad(scores, torch.float32, 0.0)
-    token_scores = token_scores[:, : response_ids.shape[1]]
-    if token_scores.shape[1] < response_ids.shape[1]:
-        token_scores = torch.nn.functional.pad(token_scores, (0, response_ids.shape[1] - token_scores.shape[1]))
+    token_scores, _ = _pad(scores, torch.float32, 0.0, width=response_ids.shape[1])
     tensors = TensorDict({"prompts": prompt_ids, "responses": response_ids,
                           "attention_mask": torch.cat([prompt_mask, response_mask], dim=1),
                           "token_level_scores": token_scores}, batch_size=len(uids))
