@@ -81,3 +81,11 @@ async def test_registered_instantiated_by_hydra_and_runs_real_tools(tool_config)
     assert server.requests[1][2]["max_tokens"] < 300  # one budget for the whole trajectory
     batch = out.as_dict()
     assert batch["response_mask"].sum().item() == sum(out.response_mask)
+
+
+def test_tool_turn_format_is_shared_across_trajectories():
+    from rstar2_agent.rollout.verl_agent_loop import tool_turn_format
+
+    first = tool_turn_format(TOK, TOK.chat_template)
+    assert tool_turn_format(TOK, TOK.chat_template) is first
+    assert tool_turn_format(TOK, TOK.chat_template + " ") is not first

@@ -10,6 +10,7 @@ Loop settings come from `actor_rollout_ref.rollout.multi_turn.*` and `rollout.re
 from __future__ import annotations
 
 import uuid
+import weakref
 from typing import Any, Sequence
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
@@ -40,6 +41,18 @@ class VerlToolBridge:
         return ToolResult(text=response.text or "", success=bool(success))
 
 
+_TOOL_TURNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def tool_turn_format(tokenizer, template: str) -> ToolTurnFormat:
+    """One ToolTurnFormat per tokenizer and template, kept across trajectories: verl builds a new agent loop
+    for every trajectory, and deriving the tool-turn text renders the template."""
+    per_template = _TOOL_TURNS.setdefault(tokenizer, {})
+    if template not in per_template:
+        per_template[template] = ToolTurnFormat(tokenizer, template)
+    return per_template[template]
+
+
 def loop_config_from_verl(rollout_config) -> LoopConfig:
     mt = rollout_config.multi_turn
     return LoopConfig(
@@ -60,7 +73,7 @@ class RStar2AgentLoop(AgentLoopBase):
         self.tool_schemas = [t.schema for t in self.bridged.values()] or None
         self.template = self.tokenizer.chat_template or load_chat_template()
         self.core = AgentLoop(self.tokenizer, self.bridged, loop_config_from_verl(self.rollout_config),
-                              ToolTurnFormat(self.tokenizer, self.template))
+                              tool_turn_format(self.tokenizer, self.template))
 
     async def _generate(self, request_id: str, token_ids: list[int], sampling_params: dict[str, Any]) -> Generation:
         out = await self.server_manager.generate(request_id, prompt_ids=token_ids, sampling_params=sampling_params)
