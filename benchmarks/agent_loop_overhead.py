@@ -33,7 +33,7 @@ from code_judge.client import CodeJudgeClient  # noqa: E402
 from code_judge.local import LocalJudge  # noqa: E402
 from rstar2_agent.rollout import AgentLoop, Generation, LoopConfig, ToolTurnFormat, render  # noqa: E402
 from rstar2_agent.tools import PythonTool, ToolResult  # noqa: E402
-from tiny_lm import build_tokenizer  # noqa: E402
+from rstar2_agent.engine.tiny import build_tokenizer  # noqa: E402
 
 TOK = build_tokenizer()
 

@@ -1,5 +1,7 @@
 """`rstar2-agent` command line. Sub-commands:
 
+    rstar2-agent train [--config-name NAME] [--model PATH] [--resume] [key=value ...]
+                                                 GRPO-RoC training (see `rstar2_agent.engine.run`)
     rstar2-agent judge serve|workers|up|demo     the code judge (see `code_judge.cli`)
 """
 
@@ -10,11 +12,13 @@ import sys
 
 from code_judge import cli as judge_cli
 from code_judge.config import ConfigError
+from rstar2_agent.engine import run as train_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rstar2-agent", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
+    train_cli.add_command(sub)
     judge = sub.add_parser("judge", help="the code execution service")
     judge_cli.add_commands(judge.add_subparsers(dest="judge_command", required=True))
     return ap

@@ -7,7 +7,8 @@ import pytest
 
 from rstar2_agent.rollout import AgentLoop, Generation, LoopConfig, ToolTurnFormat, render, truncate
 from rstar2_agent.tools import ToolResult
-from tiny_lm import HFGenerator, build_model, build_tokenizer
+from rstar2_agent.engine.generator import BatchingGenerator
+from rstar2_agent.engine.tiny import build_model, build_tokenizer
 
 TOK = build_tokenizer()
 EOS = TOK.eos_token_id
@@ -193,7 +194,7 @@ async def test_tiny_random_qwen_with_real_tools(judge_url):
     from code_judge.client import CodeJudgeClient
     from rstar2_agent.tools import PythonTool
 
-    model_gen = HFGenerator(build_model(TOK), TOK)
+    model_gen = BatchingGenerator(build_model(TOK), TOK)
     first = True
 
     async def generate(request_id, token_ids, params):

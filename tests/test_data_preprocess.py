@@ -288,7 +288,7 @@ def test_verl_rlhf_dataset_reads_the_training_parquet(tmp_path, monkeypatch):
     """verl's own dataset class loads the file, sizes prompts with our chat template + tool block, yields rows."""
     import datasets
     from omegaconf import OmegaConf
-    from tiny_lm import build_tokenizer
+    from rstar2_agent.engine.tiny import build_tokenizer
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tiny_lm import build_tokenizer
+from rstar2_agent.engine.tiny import build_tokenizer
 from verl.protocol import DataProto
 
 import rstar2_agent.down_sample as ds

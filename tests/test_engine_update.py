@@ -3,7 +3,7 @@
 import torch
 
 from rstar2_agent.engine.update import Rollout, collate, grpo_advantages, policy_step, response_logprobs
-from tiny_lm import build_model, build_tokenizer
+from rstar2_agent.engine.tiny import build_model, build_tokenizer
 
 TOK = build_tokenizer()
 PROMPT = TOK.encode("<|im_start|>user\nWhat is 6*7?<|im_end|>\n<|im_start|>assistant\n<reason>", add_special_tokens=False)

@@ -4,7 +4,7 @@ import pytest
 
 from rstar2_agent.down_sample.batch import DownSamplingConfig
 from rstar2_agent.trainer.hook import build_batch, rows_to_keep
-from tiny_lm import build_tokenizer
+from rstar2_agent.engine.tiny import build_tokenizer
 
 TOK = build_tokenizer()
 PROMPT = TOK.encode("<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n<reason>", add_special_tokens=False)

@@ -15,7 +15,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 import rstar2_agent.rollout.verl_agent_loop  # noqa: F401 - registers "rstar2_agent"
 from rstar2_agent.rollout.verl_agent_loop import RStar2AgentLoop
-from tiny_lm import build_tokenizer
+from rstar2_agent.engine.tiny import build_tokenizer
 
 TOK = build_tokenizer()
 CONFIG_DIR = os.path.join(os.path.dirname(rstar2_agent.rollout.verl_agent_loop.__file__), "..", "config")

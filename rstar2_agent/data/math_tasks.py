@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import random
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -73,6 +74,28 @@ FAMILIES: dict[str, Callable[[random.Random], Task]] = {
     "product": _product, "sum": _sum, "range_sum": _range_sum, "mod_power": _mod_power,
     "divisors": _divisors, "gcd": _gcd, "primes_below": _primes_below, "remainder": _remainder,
 }
+
+
+# One short program per family that prints the answer: the cold-start demonstrations call the tool with it.
+PROGRAMS: dict[str, str] = {
+    "product": "print({0} * {1})",
+    "sum": "print({0} + {1} - {2})",
+    "range_sum": "print(sum(range({0}, {1} + 1)))",
+    "mod_power": "print(pow({0}, {1}, {2}))",
+    "divisors": "print(sum(1 for d in range(1, {0} + 1) if {0} % d == 0))",
+    "gcd": "import math\nprint(math.gcd({0}, {1}))",
+    "primes_below": "print(sum(1 for k in range(2, {0}) if all(k % d for d in range(2, k))))",
+    "remainder": "print({0} % {1})",
+}
+
+
+def reference_program(row: dict) -> str:
+    """A Python program that prints the row's answer, from the numbers in its problem text.
+
+    >>> reference_program({"problem": "What is the remainder when 26^33 is divided by 67?", "family": "mod_power"})
+    'print(pow(26, 33, 67))'
+    """
+    return PROGRAMS[row["family"]].format(*re.findall(r"\d+", row["problem"]))
 
 
 def generate(n: int, seed: int, exclude: set[str] = frozenset()) -> list[dict]:

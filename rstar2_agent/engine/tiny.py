@@ -1,15 +1,20 @@
-"""A tiny tokenizer and a tiny random Qwen model, built on the fly (no hub downloads are possible here)."""
+"""A tiny tokenizer and a tiny random Qwen3 model, built in-process: the `tiny` model of the CPU engine.
+
+No download is possible (or needed): the tokenizer is a byte-level BPE trained on a few lines of the chat
+format, so any text encodes, and the model is a 2-layer Qwen3 (about 0.1M parameters). The test suite and the
+`cpu_trainer_tiny` preset use it to run the whole recipe in seconds; it learns the tool-call format during the
+cold start, but it is no model to measure accuracy with.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-from rstar2_agent.rollout import Generation, load_chat_template
+from rstar2_agent.rollout import load_chat_template
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CORPUS = [
@@ -44,26 +49,3 @@ def build_model(tokenizer, seed: int = 0) -> Qwen3ForCausalLM:
                          tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     return Qwen3ForCausalLM(config).eval()
-
-
-class HFGenerator:
-    """`generate(request_id, token_ids, sampling_params)` on a transformers model (sampling, EOS-terminated)."""
-
-    def __init__(self, model, tokenizer):
-        self.model = model
-        self.tokenizer = tokenizer
-
-    def _generate(self, token_ids: list[int], params: dict) -> list[int]:
-        with torch.no_grad():
-            out = self.model.generate(
-                torch.tensor([token_ids]), attention_mask=torch.ones(1, len(token_ids), dtype=torch.long),
-                max_new_tokens=params["max_tokens"], do_sample=True, temperature=params.get("temperature", 1.0),
-                top_k=0, top_p=1.0, eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id)
-        new = out[0, len(token_ids):].tolist()
-        eos = self.tokenizer.eos_token_id
-        return new[: new.index(eos) + 1] if eos in new else new
-
-    async def __call__(self, request_id: str, token_ids: list[int], sampling_params: dict) -> Generation:
-        ids = await asyncio.get_running_loop().run_in_executor(None, self._generate, token_ids, sampling_params)
-        return Generation(token_ids=ids)

@@ -1,0 +1,67 @@
+"""`rstar2-agent train`: the CPU engine on a CPU config, verl's trainer on any other.
+
+    rstar2-agent train                                              # cpu_trainer: SmolLM2-135M on CPU
+    rstar2-agent train --config-name cpu_trainer_tiny               # the test-sized preset
+    rstar2-agent train trainer.total_training_steps=20 --resume     # Hydra overrides, continue a run
+    rstar2-agent train --config-name rstar2_agent_trainer data.train_files=...   # the GPU trainer (verl + SGLang)
+
+`--model PATH` is `actor_rollout_ref.model.path=PATH` and `--resume` is `trainer.resume_mode=auto` on the GPU
+config, so the same command line works on both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional, Sequence
+
+from rstar2_agent.engine.config import CPU_CONFIGS
+
+
+def add_command(sub) -> None:
+    p = sub.add_parser("train", help="train with GRPO-RoC (default: the CPU engine on a small model)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--config-name", default="cpu_trainer",
+                   help=f"a CPU config ({', '.join(CPU_CONFIGS)}) or a GPU one (rstar2_agent_trainer)")
+    p.add_argument("--model", default=None, help="a local Hugging Face model folder (actor_rollout_ref.model.path)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, key=value")
+    p.set_defaults(func=run)
+
+
+def gpu_argv(config_name: str, model: Optional[str], resume: bool, overrides: Sequence[str]) -> list[str]:
+    """The command line of `python3 -m rstar2_agent.main` for the same request.
+
+    >>> gpu_argv("rstar2_agent_trainer", "/m", True, ["data.train_batch_size=64"])
+    ['--config-name', 'rstar2_agent_trainer', 'data.train_batch_size=64', 'actor_rollout_ref.model.path=/m', 'trainer.resume_mode=auto']
+    """
+    argv = ["--config-name", config_name, *overrides]
+    if model:
+        argv.append(f"actor_rollout_ref.model.path={model}")
+    if resume:
+        argv.append("trainer.resume_mode=auto")
+    return argv
+
+
+def run(args) -> None:
+    overrides = list(args.overrides)
+    if args.config_name not in CPU_CONFIGS:
+        from rstar2_agent import main as gpu_main
+
+        sys.argv = ["rstar2_agent.main", *gpu_argv(args.config_name, args.model, args.resume, overrides)]
+        gpu_main.main()
+        return
+    if args.model:
+        overrides.append(f"actor_rollout_ref.model.path={args.model}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the reward pool forks after tokenizers ran
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rstar2_agent.engine.config import compose
+    from rstar2_agent.engine.trainer import CPUTrainer
+
+    try:
+        cfg = compose(args.config_name, overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        sys.exit(f"error: bad config override: {exc}")
+    CPUTrainer(cfg, resume=args.resume).fit()
