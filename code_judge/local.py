@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +26,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` of every process started here: the kernel sends it SIGTERM when the thread that started
+    it dies, even by SIGKILL, so a killed training run or test session leaves no Redis or judge behind
+    (Linux; elsewhere a no-op). Start LocalJudge from a long-lived thread (the main one)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class RedisServer:
@@ -46,7 +59,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir, "--protected-mode", "yes", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout
@@ -104,11 +117,12 @@ class LocalJudge:
             self.redis = RedisServer().start()
             self.redis_uri = self.redis.uri
         self.env["REDIS_URI"] = self.redis_uri
-        self.manager = subprocess.Popen(_code_judge_cmd("workers", "--max-workers", str(self.workers)), env=self.env)
+        self.manager = subprocess.Popen(_code_judge_cmd("workers", "--max-workers", str(self.workers)), env=self.env,
+                                        preexec_fn=die_with_parent)
         self.api = subprocess.Popen(
             _code_judge_cmd("serve", "--host", self.host, "--port", str(self.port),
                             "--workers", str(self.api_workers), "--log-level", "warning"),
-            env=self.env,
+            env=self.env, preexec_fn=die_with_parent,
         )
         self.wait_ready(timeout)
         return self

@@ -65,7 +65,7 @@ def sft_step(model, optimizer, batch: Batch, max_grad_norm: float = 1.0, micro_b
         logprobs = response_logprobs(model, micro, micro_batch_size)
         loss = -(logprobs * micro.response_mask).sum() / total
         loss.backward()
-        loss_sum += float(loss)
+        loss_sum += float(loss.detach())
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     optimizer.step()
     model.eval()

@@ -124,10 +124,12 @@ class ColdStartConfig:
     135M model needs it too (prompted alone it writes no tool call at all). Demonstrations are built from the
     train split's reference programs and run through the same agent loop and code judge."""
 
-    steps: int = 12  # optimizer steps; 0 skips the cold start
+    steps: int = 8  # optimizer steps; 0 skips the cold start
     batch_size: int = 8
     lr: float = 5e-5
     examples: int = 64  # distinct train problems demonstrated
+    # Demonstrate only these task families: RL then has to carry tool use over to the others on its own.
+    families: list[str] = field(default_factory=lambda: ["product", "sum", "gcd", "remainder"])
 
 
 @dataclasses.dataclass

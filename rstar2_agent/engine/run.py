@@ -12,6 +12,7 @@ config, so the same command line works on both.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
@@ -64,4 +65,6 @@ def run(args) -> None:
         cfg = compose(args.config_name, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         sys.exit(f"error: bad config override: {exc}")
+    # SIGTERM unwinds like Ctrl-C: the private code judge is stopped and the last checkpoint stays intact
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     CPUTrainer(cfg, resume=args.resume).fit()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from pathlib import Path
 from typing import Optional
 
@@ -44,6 +45,25 @@ def _read_rows(path: Path) -> list[dict]:
     if path.suffix == ".json" and text.lstrip().startswith("["):
         return json.loads(text)
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def step_indices(step: int, batch_size: int, n: int, seed: int, shuffle: bool = True) -> list[int]:
+    """The task indices of training step `step` (1-based): epochs of seeded permutations of range(n), read in
+    order, so a run resumed at any step sees exactly the prompts an uninterrupted run would have.
+
+    >>> step_indices(1, 3, 4, seed=0, shuffle=False), step_indices(2, 3, 4, seed=0, shuffle=False)
+    ([0, 1, 2], [3, 0, 1])
+    >>> sorted(step_indices(1, 4, 4, seed=7)) == [0, 1, 2, 3]     # one epoch: each task once
+    True
+    """
+    out = []
+    for position in range((step - 1) * batch_size, step * batch_size):
+        epoch, index = divmod(position, n)
+        order = list(range(n))
+        if shuffle:
+            random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        out.append(order[index])
+    return out
 
 
 def load_tasks(spec: str, split: str) -> list[Task]:

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -26,11 +27,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from rstar2_agent.data.math_tasks import FAMILIES
 from rstar2_agent.engine import checkpoint
 from rstar2_agent.engine.cold_start import TeacherGenerator, demonstration_turns, sft_step
 from rstar2_agent.engine.generator import BatchingGenerator
 from rstar2_agent.engine.metrics import MetricsLog, format_duration, plot_metrics, step_summary, val_summary
-from rstar2_agent.engine.tasks import Task, load_tasks
+from rstar2_agent.engine.tasks import Task, load_tasks, step_indices
 from rstar2_agent.engine.update import Rollout, collate, grpo_advantages, policy_step
 from rstar2_agent.rollout import AgentLoop, LoopConfig, ToolTurnFormat, Trajectory, load_chat_template, render
 
@@ -171,7 +173,9 @@ class CPUTrainer:
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=f"{desc:>9}", disable=not self.progress, leave=False, dynamic_ncols=True)
+        live = sys.stderr.isatty()  # in a log file, a bar line every 30 s instead of a redraw per item
+        return tqdm(total=total, desc=f"{desc:>10}", disable=not self.progress, leave=False, dynamic_ncols=True,
+                    mininterval=0.1 if live else 30.0)
 
     async def _rollout(self, tasks: Sequence[tuple[Task, list[int]]], n: int, temperature: float, tag: str,
                        generate=None, desc: str = "rollout") -> list[Scored]:
@@ -235,16 +239,9 @@ class CPUTrainer:
         return {f"actor/{k}": v for k, v in stats.items()}
 
     def _batch_tasks(self, step: int) -> list[tuple[Task, list[int]]]:
-        """Step `step`'s prompts: epochs of seeded permutations, so a resumed run sees the same order."""
-        size, n = self.cfg.data.train_batch_size, len(self.train_tasks)
-        out = []
-        for position in range((step - 1) * size, step * size):
-            epoch, index = divmod(position, n)
-            order = list(range(n))
-            if self.cfg.data.shuffle:
-                random.Random(self.cfg.trainer.seed * 1_000_003 + epoch).shuffle(order)
-            out.append(self.train_tasks[order[index]])
-        return out
+        data = self.cfg.data
+        return [self.train_tasks[i] for i in step_indices(step, data.train_batch_size, len(self.train_tasks),
+                                                          self.cfg.trainer.seed, data.shuffle)]
 
     async def train_step(self, step: int) -> dict[str, float]:
         rollout = self.cfg.actor_rollout_ref.rollout
@@ -272,12 +269,19 @@ class CPUTrainer:
         self._score(items)
         metrics = trajectory_metrics("val", items)
         metrics["val/size"] = float(len(self.val_tasks))
+        for family in sorted({s.task.family for s in items if s.task.family}):
+            metrics[f"val/accuracy/{family}"] = float(np.mean([s.reward >= 1.0 for s in items
+                                                               if s.task.family == family]))
         return metrics
 
     async def cold_start(self) -> dict[str, float]:
         """SFT on demonstrations of the bundled train problems (see cold_start.py)."""
         cs = self.cfg.cold_start
-        tasks = [(t, ids) for t, ids in self._tasks("bundled", "train")][: cs.examples]
+        families = set(cs.families) if cs.families else set(FAMILIES)
+        unknown = sorted(families - set(FAMILIES))
+        if unknown:
+            raise SystemExit(f"cold_start.families: unknown {unknown}; known: {sorted(FAMILIES)}")
+        tasks = [(t, ids) for t, ids in self._tasks("bundled", "train") if t.family in families][: cs.examples]
         teacher = TeacherGenerator(self.tokenizer, [demonstration_turns(t) for t, _ in tasks])
         demos = await self._rollout(tasks, 1, 1.0, "demo", generate=teacher, desc="demos")
         broken = [d for d in demos if d.trajectory.stats.tool_errors or d.trajectory.stats.finish_reason != "stop"]
@@ -290,12 +294,14 @@ class CPUTrainer:
         rng = random.Random(self.cfg.trainer.seed)
         bar = self._bar(cs.steps, "cold start")
         stats: dict[str, float] = {}
+        first_loss = None
         try:
             for _ in range(cs.steps):
                 batch = collate(self._rollouts(rng.sample(demos, min(cs.batch_size, len(demos)))),
                                 self.tokenizer.pad_token_id)
                 stats = sft_step(self.model, self.optimizer, batch, self.cfg.actor_rollout_ref.actor.grad_clip,
                                  self.cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu)
+                first_loss = stats["cold_start/loss"] if first_loss is None else first_loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['cold_start/loss']:.3f}")
         finally:
@@ -303,7 +309,7 @@ class CPUTrainer:
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = self.cfg.actor_rollout_ref.actor.optim.lr
         self.optimizer.state.clear()  # RL starts with fresh Adam moments
-        return stats
+        return {**stats, "cold_start/first_loss": first_loss}
 
     # --------------------------------------------------------------------------------------------- the run
 
@@ -334,7 +340,8 @@ class CPUTrainer:
                         stats = await self.cold_start()
                         log.log(0, stats)
                         log.say(f"cold start: {cfg.cold_start.steps} SFT steps on {cfg.cold_start.examples} "
-                                f"demonstrations, loss {stats['cold_start/loss']:.3f}, "
+                                f"demonstrations, loss {stats['cold_start/first_loss']:.3f} -> "
+                                f"{stats['cold_start/loss']:.3f}, "
                                 f"{format_duration(time.perf_counter() - start)}")
                     if tr.val_before_train:
                         last = await self.validate()

@@ -128,7 +128,7 @@ def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_lo
         weight = micro.response_mask.sum() / total_tokens  # token-mean over the whole batch
         (loss * weight).backward()
         for key, value in (("pg_loss", loss), ("pg_clipfrac", clipfrac), ("ppo_kl", kl)):
-            stats[key] += float(value) * float(weight)
+            stats[key] += float(torch.as_tensor(value).detach()) * float(weight)
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     optimizer.step()
     model.eval()

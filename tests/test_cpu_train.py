@@ -1,0 +1,162 @@
+"""`rstar2-agent train` on CPU: the config, the batching generator, the task order, and the whole recipe end to
+end on the test-sized preset (a tiny model built in-process, a real code judge and reward pool), with resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rstar2_agent.engine.config import compose
+from rstar2_agent.engine.generator import BatchingGenerator
+from rstar2_agent.engine.tasks import load_tasks, step_indices
+from rstar2_agent.engine.tiny import build_model, build_tokenizer
+
+TOK = build_tokenizer()
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+def test_default_config_keys_mirror_verl_and_overrides_apply():
+    cfg = compose("cpu_trainer", ["actor_rollout_ref.rollout.n=4", "trainer.total_training_steps=3",
+                                  "augmentation.down_sampling_config.down_sample_to_n=2"])
+    assert cfg.actor_rollout_ref.rollout.n == 4 and cfg.trainer.total_training_steps == 3
+    assert cfg.actor_rollout_ref.model.path == "default" and cfg.trainer.engine == "cpu"
+    from rstar2_agent.down_sample import DownSamplingConfig
+
+    ds = DownSamplingConfig.from_config(cfg)  # the GPU trainer's reader accepts the CPU block as it is
+    assert ds.do_down_sampling and ds.down_sample_to_n == 2 and ds.reject_equal_reward
+
+
+def test_tiny_preset_starts_from_the_default():
+    cfg = compose("cpu_trainer_tiny")
+    assert cfg.actor_rollout_ref.model.path == "tiny"
+    assert cfg.algorithm.adv_estimator == "grpo"  # inherited from cpu_trainer
+
+
+@pytest.mark.parametrize("override", ["trainer.no_such_key=1", "actor_rollout_ref.rollout.n=many"])
+def test_bad_overrides_are_refused(override):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with pytest.raises((HydraException, OmegaConfBaseException)):
+        compose("cpu_trainer", [override])
+
+
+def test_cli_reports_a_bad_override_as_an_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "rstar2_agent", "train", "trainer.no_such_key=1"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode != 0 and "bad config override" in out.stderr and "no_such_key" in out.stderr
+
+
+def test_gpu_config_is_handed_to_the_verl_entry_point(monkeypatch):
+    from rstar2_agent import cli
+    from rstar2_agent import main as gpu_main
+
+    seen = {}
+    monkeypatch.setattr(gpu_main, "main", lambda: seen.setdefault("argv", list(sys.argv)))
+    cli.main(["train", "--config-name", "rstar2_agent_trainer", "--model", "/models/q", "--resume",
+              "data.train_batch_size=8"])
+    assert seen["argv"][1:] == ["--config-name", "rstar2_agent_trainer", "data.train_batch_size=8",
+                                "actor_rollout_ref.model.path=/models/q", "trainer.resume_mode=auto"]
+
+
+# -------------------------------------------------------------------------------------------------- tasks
+
+def test_task_order_is_a_reproducible_walk_over_epochs():
+    first_epoch = [i for step in range(1, 5) for i in step_indices(step, 5, 20, seed=3)]
+    assert sorted(first_epoch) == list(range(20))  # every task exactly once per epoch
+    assert step_indices(7, 5, 20, seed=3) == step_indices(7, 5, 20, seed=3)
+    assert step_indices(5, 5, 20, seed=3) != step_indices(1, 5, 20, seed=3)  # a new epoch, a new order
+
+
+def test_tasks_from_a_verl_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"prompt": [{"role": "user", "content": "What is 2+3?"}], "reward_model": {"ground_truth": "5"}}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    (task,) = load_tasks(str(tmp_path / "t.parquet"), "train")
+    assert (task.problem, task.answer) == ("What is 2+3?", "5")
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "no answer"}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl row 0"):
+        load_tasks(str(tmp_path / "bad.jsonl"), "train")
+    assert len(load_tasks("bundled", "test")) == 80
+
+
+# ---------------------------------------------------------------------------------------------- generator
+
+async def test_concurrent_turns_are_decoded_together_and_match_single_decoding():
+    model = build_model(TOK, seed=3)
+    gen = BatchingGenerator(model, TOK, max_num_seqs=8)
+    calls = []
+    original = gen.generate_batch
+    gen.generate_batch = lambda prompts, params, max_tokens: calls.append(len(prompts)) or original(
+        prompts, params, max_tokens)
+    prompts = [TOK.encode(f"<|im_start|>user\nWhat is {i} + {i}?<|im_end|>\n") for i in range(6)]
+    greedy = {"temperature": 0.0, "max_tokens": 12}
+    outs = await asyncio.gather(*(gen(str(i), p, greedy) for i, p in enumerate(prompts)))
+    assert calls == [6]  # one batch for six concurrent turns
+    for p, out in zip(prompts, outs):
+        with torch.no_grad():
+            alone = model.generate(torch.tensor([p]), max_new_tokens=12, do_sample=False,
+                                   eos_token_id=TOK.eos_token_id, pad_token_id=TOK.pad_token_id)[0, len(p):].tolist()
+        n = len(out.token_ids)
+        assert 1 <= n <= 12 and out.token_ids == alone[:n]
+
+
+async def test_a_failing_generate_reaches_every_waiting_turn():
+    gen = BatchingGenerator(build_model(TOK), TOK)
+
+    def broken(*args):
+        raise RuntimeError("out of memory")
+
+    gen.generate_batch = broken
+    results = await asyncio.gather(*(gen(str(i), [1, 2, 3], {"max_tokens": 4}) for i in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) and "out of memory" in str(r) for r in results)
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+def _train(run_dir, *args):
+    cmd = [sys.executable, "-m", "rstar2_agent", "train", "--config-name", "cpu_trainer_tiny",
+           f"trainer.default_local_dir={run_dir}", "trainer.logger=[console,jsonl]", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_tiny_preset_runs_the_whole_recipe_and_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    out = _train(run_dir)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    cold = next(r for r in records if "cold_start/loss" in r)
+    assert cold["cold_start/loss"] < cold["cold_start/first_loss"] / 5  # the format was learned
+    steps = [r for r in records if "train/reward_mean" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert r["train/traces"] == 2 * 4  # train_batch_size x rollout.n
+        assert 0 <= r["train/kept_traces"] <= 2 * 2  # RoC keeps at most down_sample_to_n per group
+        assert r["timing/step_s"] > 0 and r["perf/tokens_per_s"] > 0
+    # after the cold start the tiny model calls the real tool, through the judge
+    assert sum(r["train/tool_calls_per_traj"] for r in steps) > 0
+    vals = [r for r in records if "val/accuracy" in r]
+    assert [r["step"] for r in vals] == [0, 1, 2] and all(r["val/size"] == 4 for r in vals)
+    assert "step 2/2 | reward" in out.stdout and "validation @ step 2" in out.stdout
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "2"
+    assert (run_dir / "global_step_2" / "config.json").exists()
+
+    again = _train(run_dir)  # refuses to overwrite a run
+    assert again.returncode != 0 and "--resume" in again.stderr
+
+    resumed = _train(run_dir, "trainer.total_training_steps=3", "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from step 2" in resumed.stdout and "cold start:" not in resumed.stdout
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/reward_mean" in r] == [1, 2, 3]
+    assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "3"
