@@ -160,3 +160,25 @@ def test_tiny_preset_runs_the_whole_recipe_and_resumes(tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/reward_mean" in r] == [1, 2, 3]
     assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "3"
+
+
+def test_sigterm_stops_the_private_judge_and_keeps_the_checkpoint(tmp_path):
+    import psutil
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rstar2_agent", "train", "--config-name", "cpu_trainer_tiny",
+           f"trainer.default_local_dir={run_dir}", "trainer.logger=[console,jsonl]", "trainer.total_training_steps=50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:  # wait for the first checkpoint (after the cold start)
+            if line.startswith("checkpoint:"):
+                break
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("redis-server" in " ".join(c.cmdline()) for c in children)
+        proc.terminate()
+        assert proc.wait(60) == 128 + 15
+    finally:
+        proc.kill()
+    gone, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []
+    assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "0"

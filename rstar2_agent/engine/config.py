@@ -75,7 +75,9 @@ class MultiTurnConfig:
 
 @dataclasses.dataclass
 class ValKwargs:
-    temperature: float = 0.0  # greedy, so before/after accuracies compare the policy and not the dice
+    # Sampled, as rStar2-Agent evaluates (greedy decoding makes a small model loop); the RNG is re-seeded with
+    # trainer.seed before every validation, so before/after compare the policy, not the dice.
+    temperature: float = 0.6
     n: int = 1
 
 
@@ -147,10 +149,10 @@ class RewardSettings:
 @dataclasses.dataclass
 class TrainerConfig:
     engine: str = "cpu"  # this config runs the in-process CPU engine (rstar2_agent/engine)
-    total_training_steps: int = 8
-    test_freq: int = 4  # validate every N steps (and at the end); <= 0: only at the end
+    total_training_steps: int = 4
+    test_freq: int = 2  # validate every N steps (and at the end); <= 0: only at the end
     val_before_train: bool = True
-    save_freq: int = 4  # checkpoint every N steps (and at the end); <= 0: only at the end
+    save_freq: int = 2  # checkpoint every N steps (and at the end); <= 0: only at the end
     default_local_dir: str = "runs/rstar2-agent-cpu"
     project_name: str = "rstar2-agent"
     experiment_name: str = "cpu"

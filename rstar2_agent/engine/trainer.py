@@ -233,9 +233,13 @@ class CPUTrainer:
         actor = self.cfg.actor_rollout_ref.actor
         batch = collate(self._rollouts(kept), self.tokenizer.pad_token_id)
         advantages = grpo_advantages(batch, self.cfg.algorithm.norm_adv_by_std_in_grpo)
-        micro = actor.ppo_micro_batch_size_per_gpu
-        stats = policy_step(self.model, self.optimizer, batch, advantages, None, clip_low=actor.clip_ratio_low,
-                            clip_high=actor.clip_ratio_high, max_grad_norm=actor.grad_clip, micro_batch_size=micro)
+        bar = self._bar(len(kept), "update")
+        try:
+            stats = policy_step(self.model, self.optimizer, batch, advantages, None, clip_low=actor.clip_ratio_low,
+                                clip_high=actor.clip_ratio_high, max_grad_norm=actor.grad_clip,
+                                micro_batch_size=actor.ppo_micro_batch_size_per_gpu, progress=bar.update)
+        finally:
+            bar.close()
         return {f"actor/{k}": v for k, v in stats.items()}
 
     def _batch_tasks(self, step: int) -> list[tuple[Task, list[int]]]:
@@ -265,7 +269,12 @@ class CPUTrainer:
 
     async def validate(self) -> dict[str, float]:
         val = self.cfg.actor_rollout_ref.rollout.val_kwargs
-        items = await self._rollout(self.val_tasks, val.n, val.temperature, "val", desc="validate")
+        rng_state = torch.get_rng_state()
+        torch.manual_seed(self.cfg.trainer.seed)  # the same dice for every validation
+        try:
+            items = await self._rollout(self.val_tasks, val.n, val.temperature, "val", desc="validate")
+        finally:
+            torch.set_rng_state(rng_state)  # training samples go on as if validation had not happened
         self._score(items)
         metrics = trajectory_metrics("val", items)
         metrics["val/size"] = float(len(self.val_tasks))

@@ -17,7 +17,7 @@ outputs and padding never contribute to the loss.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -104,7 +104,7 @@ def grpo_advantages(batch: Batch, norm_by_std: bool = True) -> torch.Tensor:
 
 def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_logprobs: Optional[torch.Tensor],
                 clip_low: float = 0.2, clip_high: float = 0.28, max_grad_norm: float = 1.0,
-                micro_batch_size: int = 8) -> dict[str, float]:
+                micro_batch_size: int = 8, progress: Optional[Callable[[int], None]] = None) -> dict[str, float]:
     """One optimizer step of verl's clipped policy loss (token-mean over the whole batch).
 
     `old_logprobs=None` means on-policy (the rollout came from these very weights, one update per rollout): the
@@ -129,6 +129,8 @@ def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_lo
         (loss * weight).backward()
         for key, value in (("pg_loss", loss), ("pg_clipfrac", clipfrac), ("ppo_kl", kl)):
             stats[key] += float(torch.as_tensor(value).detach()) * float(weight)
+        if progress is not None:
+            progress(micro.input_ids.shape[0])  # sequences done
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     optimizer.step()
     model.eval()
