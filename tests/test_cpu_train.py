@@ -182,3 +182,21 @@ def test_sigterm_stops_the_private_judge_and_keeps_the_checkpoint(tmp_path):
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert alive == []
     assert (run_dir / "latest_checkpointed_iteration.txt").read_text() == "0"
+
+
+def test_metrics_go_to_jsonl_and_to_an_offline_wandb_run(tmp_path, monkeypatch):
+    from rstar2_agent.engine.metrics import MetricsLog, plot_metrics, read_metrics
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    lines = []
+    log = MetricsLog(tmp_path, ["console", "jsonl", "wandb"], "p", "e", {"a": 1}, echo=lines.append)
+    log.log(0, {"val/accuracy": 0.25})
+    log.log(1, {"train/reward_mean": 0.5, "val/accuracy": 0.5})
+    log.close()
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 0, "val/accuracy": 0.25},
+                                                         {"step": 1, "train/reward_mean": 0.5, "val/accuracy": 0.5}]
+    assert any(line.startswith("wandb (offline)") for line in lines)
+    assert list((tmp_path / "wandb").glob("offline-run-*"))  # nothing was sent anywhere
+    assert plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="tensorboard"):
+        MetricsLog(tmp_path, ["tensorboard"], "p", "e", {})
