@@ -200,3 +200,14 @@ def test_metrics_go_to_jsonl_and_to_an_offline_wandb_run(tmp_path, monkeypatch):
     assert plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="tensorboard"):
         MetricsLog(tmp_path, ["tensorboard"], "p", "e", {})
+
+
+@pytest.mark.parametrize("module", ["rstar2_agent.engine.generator", "rstar2_agent.engine.metrics",
+                                    "rstar2_agent.engine.tasks", "rstar2_agent.engine.run",
+                                    "rstar2_agent.data.math_tasks"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    failed, attempted = doctest.testmod(importlib.import_module(module))
+    assert attempted > 0 and failed == 0

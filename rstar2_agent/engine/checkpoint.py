@@ -29,7 +29,7 @@ def latest_step(run_dir: Path) -> Optional[int]:
     return step if (Path(run_dir) / f"global_step_{step}" / "state.json").exists() else None
 
 
-def save(run_dir: Path, step: int, model, tokenizer, optimizer, extra: dict) -> Path:
+def save(run_dir: Path, step: int, model, tokenizer, optimizer) -> Path:
     """Write global_step_<step> (atomically: a crash leaves the previous checkpoint as the latest)."""
     target = Path(run_dir) / f"global_step_{step}"
     staging = Path(run_dir) / f".global_step_{step}.tmp"
@@ -40,7 +40,7 @@ def save(run_dir: Path, step: int, model, tokenizer, optimizer, extra: dict) -> 
     torch.save(optimizer.state_dict(), staging / "optimizer.pt")
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     torch.save(rng, staging / "rng.pt")
-    (staging / "state.json").write_text(json.dumps({"step": step, **extra}, indent=1))
+    (staging / "state.json").write_text(json.dumps({"step": step}, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     (Path(run_dir) / LATEST).write_text(str(step))

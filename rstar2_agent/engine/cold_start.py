@@ -17,7 +17,7 @@ The SFT loss is the token-mean negative log-likelihood of the mask-1 tokens.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -42,14 +42,14 @@ def demonstration_turns(task: Task) -> list[str]:
 
 
 class TeacherGenerator:
-    """A `generate` that plays scripted turns: request `i` gets `turns[i]` one by one, each closed with EOS."""
+    """A `generate` that plays scripted turns: request `r` gets `turns[r]` one by one, each closed with EOS."""
 
-    def __init__(self, tokenizer, turns: Sequence[Sequence[str]]):
+    def __init__(self, tokenizer, turns: Mapping[str, Sequence[str]]):
         self.tokenizer = tokenizer
-        self.turns = [list(t) for t in turns]
+        self.turns = {request_id: list(t) for request_id, t in turns.items()}
 
     async def __call__(self, request_id: str, token_ids: list[int], sampling_params) -> Generation:
-        text = self.turns[int(request_id)].pop(0)
+        text = self.turns[request_id].pop(0)
         return Generation(self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id])
 
 
@@ -59,9 +59,7 @@ def sft_step(model, optimizer, batch: Batch, max_grad_norm: float = 1.0, micro_b
     optimizer.zero_grad(set_to_none=True)
     total = batch.response_mask.sum().clamp(min=1)
     loss_sum = 0.0
-    for start in range(0, batch.input_ids.shape[0], micro_batch_size):
-        sl = slice(start, start + micro_batch_size)
-        micro = batch.rows(sl)
+    for _, micro in batch.micro_batches(micro_batch_size):
         logprobs = response_logprobs(model, micro, micro_batch_size)
         loss = -(logprobs * micro.response_mask).sum() / total
         loss.backward()

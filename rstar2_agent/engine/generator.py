@@ -88,7 +88,8 @@ class BatchingGenerator:
             while self._pending:
                 key = sampling_key(self._pending[0].params)
                 batch = [r for r in self._pending if sampling_key(r.params) == key][: self.max_num_seqs]
-                self._pending = [r for r in self._pending if not any(r is b for b in batch)]
+                taken = {id(r) for r in batch}
+                self._pending = [r for r in self._pending if id(r) not in taken]
                 try:
                     outputs = await loop.run_in_executor(None, self.generate_batch,
                                                          [r.token_ids for r in batch], batch[0].params,

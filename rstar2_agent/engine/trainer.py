@@ -80,10 +80,11 @@ class CPUTrainer:
         self.cfg = cfg
         self.echo = echo
         self.run_dir = Path(cfg.trainer.default_local_dir).expanduser()
-        self.resume_from = checkpoint.latest_step(self.run_dir) if resume else None
-        if resume and self.resume_from is None:
+        latest = checkpoint.latest_step(self.run_dir)
+        self.resume_from = latest if resume else None
+        if resume and latest is None:
             echo(f"--resume: no checkpoint in {self.run_dir}, starting from scratch")
-        if not resume and checkpoint.latest_step(self.run_dir) is not None:
+        if not resume and latest is not None:
             raise SystemExit(f"{self.run_dir} already holds a run: pass --resume to continue it, or set "
                              f"trainer.default_local_dir to a new folder")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +186,7 @@ class CPUTrainer:
 
         async def one(i: int, k: int) -> Scored:
             task, ids = tasks[i]
-            request_id = str(i * n + k) if generate is not None else f"{tag}-{i}-{k}"
-            traj = await self.agent.run(ids, generate or self.generator, params, request_id=request_id)
+            traj = await self.agent.run(ids, generate or self.generator, params, request_id=f"{tag}-{i}-{k}")
             bar.update(1)
             return Scored(task, f"{tag}-{i}", traj)
 
@@ -291,7 +291,8 @@ class CPUTrainer:
         if unknown:
             raise SystemExit(f"cold_start.families: unknown {unknown}; known: {sorted(FAMILIES)}")
         tasks = [(t, ids) for t, ids in self._tasks("bundled", "train") if t.family in families][: cs.examples]
-        teacher = TeacherGenerator(self.tokenizer, [demonstration_turns(t) for t, _ in tasks])
+        teacher = TeacherGenerator(self.tokenizer, {f"demo-{i}-0": demonstration_turns(t)
+                                                    for i, (t, _) in enumerate(tasks)})
         demos = await self._rollout(tasks, 1, 1.0, "demo", generate=teacher, desc="demos")
         broken = [d for d in demos if d.trajectory.stats.tool_errors or d.trajectory.stats.finish_reason != "stop"]
         if broken:
@@ -323,7 +324,7 @@ class CPUTrainer:
     # --------------------------------------------------------------------------------------------- the run
 
     def _save(self, step: int) -> None:
-        path = checkpoint.save(self.run_dir, step, self.model, self.tokenizer, self.optimizer, {})
+        path = checkpoint.save(self.run_dir, step, self.model, self.tokenizer, self.optimizer)
         self.echo(f"checkpoint: {path}")
 
     async def _fit(self, judge_url: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ outputs and padding never contribute to the loss.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,12 @@ class Batch:
     def rows(self, sl: slice) -> "Batch":
         """The same batch cut to rows `sl` (a micro-batch)."""
         return Batch(*(getattr(self, f.name)[sl] for f in dataclasses.fields(self)))
+
+    def micro_batches(self, size: int) -> Iterator[tuple[slice, "Batch"]]:
+        """(rows, micro-batch) pairs of at most `size` sequences, in order."""
+        for start in range(0, self.input_ids.shape[0], size):
+            sl = slice(start, start + size)
+            yield sl, self.rows(sl)
 
 
 def collate(rollouts: Sequence[Rollout], pad_token_id: int) -> Batch:
@@ -116,10 +122,7 @@ def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_lo
     optimizer.zero_grad(set_to_none=True)
     total_tokens = batch.response_mask.sum().clamp(min=1)
     stats = {"pg_loss": 0.0, "pg_clipfrac": 0.0, "ppo_kl": 0.0}
-    n = batch.input_ids.shape[0]
-    for start in range(0, n, micro_batch_size):
-        sl = slice(start, start + micro_batch_size)
-        micro = batch.rows(sl)
+    for sl, micro in batch.micro_batches(micro_batch_size):
         logprobs = response_logprobs(model, micro, micro_batch_size)
         old = logprobs.detach() if old_logprobs is None else old_logprobs[sl]
         loss, clipfrac, kl, _ = compute_policy_loss(old, logprobs, advantages[sl], micro.response_mask,
