@@ -109,6 +109,29 @@ async def test_concurrent_turns_are_decoded_together_and_match_single_decoding()
         assert 1 <= n <= 12 and out.token_ids == alone[:n]
 
 
+async def test_second_turns_that_come_back_at_different_times_are_decoded_together():
+    """The turns after a tool call come back staggered (the judge answers one call after another): the
+    generator waits for the stragglers instead of sending the first one back alone."""
+    gen = BatchingGenerator(build_model(TOK, seed=3), TOK, max_num_seqs=8, gather_window_s=0.3)
+    calls = []
+    original = gen.generate_batch
+    gen.generate_batch = lambda prompts, params, max_tokens: calls.append(len(prompts)) or original(
+        prompts, params, max_tokens)
+    params = {"temperature": 0.0, "max_tokens": 4}
+
+    async def trajectory(i: int):
+        first = await gen(f"{i}", [1, 2, 3 + i], params)
+        await asyncio.sleep(0.05 * i)  # a tool call that takes 0, 50, ..., 200 ms
+        return await gen(f"{i}", [1, 2, 3 + i, *first.token_ids, 7], params)
+
+    await asyncio.gather(*(trajectory(i) for i in range(5)))
+    assert calls == [5, 5]
+    # without the wait the first one back goes out alone
+    gen.gather_window_s, calls[:] = 0.0, []
+    await asyncio.gather(*(trajectory(i) for i in range(5)))
+    assert calls[0] == 5 and calls[1] < 5 and sum(calls) == 10
+
+
 async def test_a_failing_generate_reaches_every_waiting_turn():
     gen = BatchingGenerator(build_model(TOK), TOK)
 

@@ -45,3 +45,20 @@ def test_policy_steps_move_probability_towards_the_rewarded_answer():
         after = (response_logprobs(model, batch) * batch.response_mask).sum(-1)
     assert after[0] > before[0] and after[1] < before[1]
     assert stats["grad_norm"] > 0 and set(stats) == {"pg_loss", "pg_clipfrac", "ppo_kl", "grad_norm"}
+
+
+def test_micro_batches_give_the_whole_batch_token_mean():
+    """verl divides each micro-batch's token sum by the whole batch's token count, so the step (loss and
+    gradient) does not depend on how the batch is cut into micro-batches."""
+    rollouts = [Rollout(PROMPT, GOOD, [1] * len(GOOD), 1.0, "q"), Rollout(PROMPT, BAD[:4], [1] * 4, 0.0, "q"),
+                Rollout(PROMPT, BAD, [1] * len(BAD), 0.0, "q")]
+    batch = collate(rollouts, TOK.pad_token_id)
+    adv = grpo_advantages(batch)
+    grads, losses = [], []
+    for micro in (1, 3):
+        model = build_model(TOK, seed=1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)  # keep the weights, look at the gradient
+        losses.append(policy_step(model, opt, batch, adv, None, micro_batch_size=micro, max_grad_norm=1e9)["pg_loss"])
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert abs(losses[0] - losses[1]) < 1e-5 and losses[0] != 0.0
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0

@@ -6,6 +6,11 @@ once per model turn, as it does against SGLang on the GPU path. On one CPU a sin
 that are waiting and decodes them together, continuous-batching style: while one batch is decoding, new calls
 queue up and go out together in the next one.
 
+Between batches it waits briefly for stragglers (`gather_window_s`): the trajectories of the batch that just
+finished run their tool calls on the code judge and queue their next turn a few hundred milliseconds apart, and
+without the wait the first one back would go out alone, leaving the rest to queue for a whole decode. The wait
+ends as soon as `max_num_seqs` requests are queued, or when none has arrived for `gather_window_s`.
+
     gen = BatchingGenerator(model, tokenizer, max_num_seqs=32)
     out = await gen("r1", prompt_ids, {"max_tokens": 64, "temperature": 1.0})   # Generation(token_ids=[...])
 
@@ -61,8 +66,11 @@ def cut_turn(new_ids: Sequence[int], eos_id: int, pad_id: int, max_tokens: int) 
 class BatchingGenerator:
     """An async `generate` for the agent loop that batches concurrent calls on one transformers model."""
 
-    def __init__(self, model, tokenizer, max_num_seqs: int = 32, stop_strings: Sequence[str] = STOP_STRINGS):
+    def __init__(self, model, tokenizer, max_num_seqs: int = 32, stop_strings: Sequence[str] = STOP_STRINGS,
+                 gather_window_s: float = 0.25, max_gather_s: float = 2.0):
         self.model = model
+        self.gather_window_s = gather_window_s
+        self.max_gather_s = max_gather_s
         self.tokenizer = tokenizer
         self.max_num_seqs = max(1, max_num_seqs)
         self.stop_strings = list(stop_strings)
@@ -102,9 +110,22 @@ class BatchingGenerator:
                 for r, ids in zip(batch, outputs):
                     if not r.future.done():
                         r.future.set_result(Generation(token_ids=ids))
-                await asyncio.sleep(0)  # let the finished trajectories run their tools and queue their next turn
+                await self._gather(len(batch))
         finally:
             self._busy = False
+
+    async def _gather(self, returned: int) -> None:
+        """After a batch, wait for its trajectories to run their tools and queue their next turn (at most
+        `returned` of them come back), until none has arrived for `gather_window_s` or `max_gather_s` is up."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)
+        deadline = loop.time() + self.max_gather_s
+        quiet_until = loop.time() + self.gather_window_s
+        seen = len(self._pending)
+        while (len(self._pending) < min(returned, self.max_num_seqs) and loop.time() < min(quiet_until, deadline)):
+            await asyncio.sleep(0.01)
+            if len(self._pending) > seen:
+                seen, quiet_until = len(self._pending), loop.time() + self.gather_window_s
 
     def generate_batch(self, prompts: Sequence[Sequence[int]], params: Mapping[str, Any],
                        max_tokens: Sequence[int]) -> list[list[int]]:

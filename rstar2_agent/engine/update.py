@@ -8,7 +8,7 @@ Shapes, for B trajectories whose longest prompt+response is L tokens and longest
     response_logprobs(model, b)  [B, R]  log p(token | prefix) of each response token
     grpo_advantages(b, ...)      [B, R]  verl's compute_grpo_outcome_advantage (one scalar per trajectory,
                                          normalised within its uid group, spread over its response tokens)
-    policy_step(...)             one optimizer step on verl's compute_policy_loss (clip-higher, token-mean)
+    policy_step(...)             one optimizer step on verl's compute_policy_loss_vanilla (clip-higher, dual-clip, token-mean)
 
 `response_mask` is the agent loop's loss mask (tool-output tokens 0) times the padding mask, so tool
 outputs and padding never contribute to the loss.
@@ -108,6 +108,15 @@ def grpo_advantages(batch: Batch, norm_by_std: bool = True) -> torch.Tensor:
     return advantages
 
 
+def loss_config(clip_low: float, clip_high: float, micro_batch_size: int, batch_num_tokens: int):
+    """The verl actor config its policy loss reads: clip-higher ratios and the global batch's token count."""
+    from verl.workers.config.actor import ActorConfig
+
+    return ActorConfig(strategy="fsdp", rollout_n=1, ppo_mini_batch_size=1, clip_ratio_low=clip_low,
+                       clip_ratio_high=clip_high, ppo_micro_batch_size_per_gpu=micro_batch_size,
+                       global_batch_info={"dp_size": 1, "batch_num_tokens": batch_num_tokens})
+
+
 def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_logprobs: Optional[torch.Tensor],
                 clip_low: float = 0.2, clip_high: float = 0.28, max_grad_norm: float = 1.0,
                 micro_batch_size: int = 8, progress: Optional[Callable[[int], None]] = None) -> dict[str, float]:
@@ -116,22 +125,24 @@ def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_lo
     `old_logprobs=None` means on-policy (the rollout came from these very weights, one update per rollout): the
     old log-probs are the current ones, detached, which saves the extra forward pass verl needs because its
     rollout engine and trainer compute them separately."""
-    from verl.trainer.ppo.core_algos import compute_policy_loss
+    from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    total_tokens = batch.response_mask.sum().clamp(min=1)
+    total_tokens = int(batch.response_mask.sum().clamp(min=1))
+    config = loss_config(clip_low, clip_high, micro_batch_size, total_tokens)
     stats = {"pg_loss": 0.0, "pg_clipfrac": 0.0, "ppo_kl": 0.0}
     for sl, micro in batch.micro_batches(micro_batch_size):
         logprobs = response_logprobs(model, micro, micro_batch_size)
         old = logprobs.detach() if old_logprobs is None else old_logprobs[sl]
-        loss, clipfrac, kl, _ = compute_policy_loss(old, logprobs, advantages[sl], micro.response_mask,
-                                                    cliprange_low=clip_low, cliprange_high=clip_high,
-                                                    loss_agg_mode="token-mean")
-        weight = micro.response_mask.sum() / total_tokens  # token-mean over the whole batch
-        (loss * weight).backward()
-        for key, value in (("pg_loss", loss), ("pg_clipfrac", clipfrac), ("ppo_kl", kl)):
-            stats[key] += float(torch.as_tensor(value).detach()) * float(weight)
+        # token-mean over the whole batch: verl divides each micro-batch's token sum by `total_tokens`
+        loss, metrics = compute_policy_loss_vanilla(old, logprobs, advantages[sl], micro.response_mask,
+                                                    loss_agg_mode="token-mean", config=config)
+        loss.backward()
+        share = float(micro.response_mask.sum()) / total_tokens
+        stats["pg_loss"] += float(loss.detach())
+        stats["pg_clipfrac"] += metrics["actor/pg_clipfrac"] * share
+        stats["ppo_kl"] += metrics["actor/ppo_kl"] * share
         if progress is not None:
             progress(micro.input_ids.shape[0])  # sequences done
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
