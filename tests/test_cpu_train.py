@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 import subprocess
 import sys
 
@@ -130,6 +131,47 @@ async def test_second_turns_that_come_back_at_different_times_are_decoded_togeth
     gen.gather_window_s, calls[:] = 0.0, []
     await asyncio.gather(*(trajectory(i) for i in range(5)))
     assert calls[0] == 5 and calls[1] < 5 and sum(calls) == 10
+
+
+class ScriptedLM(torch.nn.Module):
+    """A causal LM that writes a fixed script per row, driven through the real decode loop. Its KV cache (a real
+    DynamicCache) holds each row's index, so when the loop drops finished rows from the cache, the model still
+    knows which row is which."""
+
+    def __init__(self, scripts, vocab):
+        super().__init__()
+        self.scripts, self.vocab, self.batch_sizes = scripts, vocab, []
+
+    def forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache=True, logits_to_keep=0):
+        b, width = input_ids.shape
+        if width > 1:  # prefill: remember where the new tokens start
+            self.prefill, rows = width, torch.arange(b, dtype=torch.float32)
+        else:
+            rows = past_key_values.layers[0].keys[:, 0, 0, 0]
+        step = (past_key_values.get_seq_length() - self.prefill + 1) if width == 1 else 0
+        kv = rows.view(b, 1, 1, 1).expand(b, 1, width, 2).contiguous()
+        past_key_values.update(kv, kv, 0)
+        self.batch_sizes.append(b)
+        logits = torch.full((b, 1, self.vocab), -1e9)
+        for j, r in enumerate(rows.long().tolist()):
+            script = self.scripts[r]
+            logits[j, 0, script[min(step, len(script) - 1)]] = 0.0
+        return types.SimpleNamespace(logits=logits)
+
+
+def test_a_turn_ends_at_the_stop_string_eos_or_max_tokens_and_finished_rows_leave_the_batch():
+    call = TOK.encode('ok <tool_call>\n{"a": 1}\n</tool_call>', add_special_tokens=False)
+    scripts = [call + TOK.encode(" more text", add_special_tokens=False),  # stops right after </tool_call>
+               TOK.encode("The answer", add_special_tokens=False) + [TOK.eos_token_id, 5, 6],  # EOS kept
+               TOK.encode("a b c d e f g h i j k l m n o p", add_special_tokens=False)]  # runs to max_tokens
+    model = ScriptedLM(scripts, len(TOK))
+    gen = BatchingGenerator(model, TOK)
+    rows = gen.generate_batch([[1, 2], [3], [4, 5, 6]], {"temperature": 0.0}, [64, 64, 7])
+    assert rows[0] == call
+    assert rows[1] == TOK.encode("The answer", add_special_tokens=False) + [TOK.eos_token_id]
+    assert rows[2] == scripts[2][:7]
+    assert model.batch_sizes[0] == 3 and model.batch_sizes[-1] == 1  # the long row goes on alone
+    assert gen.generated_tokens == sum(len(r) for r in rows)
 
 
 async def test_a_failing_generate_reaches_every_waiting_turn():

@@ -4,7 +4,8 @@ The agent loop runs every trajectory as its own coroutine and calls `generate(re
 once per model turn, as it does against SGLang on the GPU path. On one CPU a single sequence is memory-bound
 (SmolLM2-135M: ~13 tokens/s alone, ~95 tokens/s in a batch of 32), so `BatchingGenerator` gathers the calls
 that are waiting and decodes them together, continuous-batching style: while one batch is decoding, new calls
-queue up and go out together in the next one.
+queue up and go out together in the next one. A batch is its own decode loop on one KV cache, from which each
+row leaves as soon as its turn is over, so a long turn does not make the finished ones decode along with it.
 
 Between batches it waits briefly for stragglers (`gather_window_s`): the trajectories of the batch that just
 finished run their tool calls on the code judge and queue their next turn a few hundred milliseconds apart, and
@@ -44,25 +45,6 @@ def sampling_key(params: Mapping[str, Any]) -> tuple:
     return float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0))
 
 
-def cut_turn(new_ids: Sequence[int], eos_id: int, pad_id: int, max_tokens: int) -> list[int]:
-    """One sequence's turn out of a batched `generate` output row: up to and including the first EOS, without
-    the padding that follows a sequence finished early (at a stop string), at most `max_tokens`.
-
-    >>> cut_turn([5, 6, 2, 0, 0], eos_id=2, pad_id=0, max_tokens=10)
-    [5, 6, 2]
-    >>> cut_turn([5, 6, 7, 0, 0], eos_id=2, pad_id=0, max_tokens=10)   # stopped at a stop string
-    [5, 6, 7]
-    >>> cut_turn([5, 6, 7, 8], eos_id=2, pad_id=0, max_tokens=3)
-    [5, 6, 7]
-    """
-    ids = list(new_ids)[:max_tokens]
-    if eos_id in ids:
-        return ids[: ids.index(eos_id) + 1]
-    while ids and ids[-1] == pad_id:
-        ids.pop()
-    return ids
-
-
 class BatchingGenerator:
     """An async `generate` for the agent loop that batches concurrent calls on one transformers model."""
 
@@ -74,6 +56,8 @@ class BatchingGenerator:
         self.tokenizer = tokenizer
         self.max_num_seqs = max(1, max_num_seqs)
         self.stop_strings = list(stop_strings)
+        # tokens to decode when looking for a stop string at the end of a row (a token is at least one char)
+        self._stop_window = max((len(stop) for stop in self.stop_strings), default=0) + 1
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pending: list[_Request] = []
@@ -129,20 +113,74 @@ class BatchingGenerator:
 
     def generate_batch(self, prompts: Sequence[Sequence[int]], params: Mapping[str, Any],
                        max_tokens: Sequence[int]) -> list[list[int]]:
-        """Left-pad the prompts, decode them together, and cut each row's turn."""
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            input_ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-            attention[i, width - len(p):] = 1
-        temperature = float(params.get("temperature", 1.0))
-        sampling = dict(do_sample=True, temperature=temperature, top_p=float(params.get("top_p", 1.0)), top_k=0) \
-            if temperature > 0 else dict(do_sample=False)
+        """Decode the prompts together, one new token per row per step on a shared KV cache. A row that is
+        done (EOS, the stop string, or its `max_tokens`) leaves the batch at once, so the rows still writing do
+        not carry the finished ones: in a turn where most stop at `</tool_call>` after 40 tokens and one goes
+        on to 200, the last 160 steps run at batch size 1, not 32 (HF `generate` would decode all 32)."""
+        from transformers import DynamicCache
+
+        temperature, top_p = float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0))
+        input_ids, attention = left_pad(prompts, self.pad_id)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        rows: list[list[int]] = [[] for _ in prompts]
+        active = list(range(len(prompts)))
+        cache = DynamicCache()
         with self._lock, torch.no_grad():
-            out = self.model.generate(input_ids, attention_mask=attention, max_new_tokens=max(max_tokens),
-                                      eos_token_id=self.eos_id, pad_token_id=self.pad_id,
-                                      stop_strings=self.stop_strings or None, tokenizer=self.tokenizer, **sampling)
-        rows = [cut_turn(row[width:].tolist(), self.eos_id, self.pad_id, m) for row, m in zip(out, max_tokens)]
+            logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            next_position = positions[:, -1] + 1
+            while True:
+                tokens = sample_next(logits, temperature, top_p)
+                keep = [j for j, i in enumerate(active) if not self._append(rows[i], int(tokens[j]), max_tokens[i])]
+                if not keep:
+                    break
+                if len(keep) < len(active):  # finished rows leave the batch and the cache
+                    index = torch.tensor(keep, dtype=torch.long)
+                    cache.batch_select_indices(index)
+                    tokens, attention, next_position = tokens[index], attention[index], next_position[index]
+                    active = [active[j] for j in keep]
+                attention = torch.cat([attention, attention.new_ones((len(active), 1))], dim=-1)
+                logits = self.model(input_ids=tokens[:, None], attention_mask=attention,
+                                    position_ids=next_position[:, None], past_key_values=cache,
+                                    use_cache=True).logits[:, -1]
+                next_position = next_position + 1
         self.generated_tokens += sum(len(r) for r in rows)
         return rows
+
+    def _append(self, row: list[int], token: int, max_tokens: int) -> bool:
+        """Add a decoded token to its row; True when the row's turn is over."""
+        row.append(token)
+        if token == self.eos_id or len(row) >= max_tokens:
+            return True
+        tail = self.tokenizer.decode(row[-self._stop_window:])
+        return any(tail.endswith(stop) for stop in self.stop_strings)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask, [b, longest prompt], the prompts aligned on the right."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        attention[i, width - len(p):] = 1
+    return input_ids, attention
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
+    """One token per row from last-position logits [b, V]: greedy at temperature 0, else nucleus sampling.
+
+    >>> sample_next(torch.tensor([[0.0, 2.0, 1.0]]), temperature=0.0).tolist()
+    [1]
+    >>> sample_next(torch.tensor([[0.0, 2.0, 1.9]]), temperature=1.0, top_p=0.01).tolist()   # only the top token
+    [1]
+    """
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the tokens after the nucleus is full
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1).squeeze(-1)

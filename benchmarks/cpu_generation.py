@@ -1,0 +1,134 @@
+"""CPU generation speed: the engine's decode loop against HF `generate`, and beside a busy process.
+
+First, one batch of held-out prompts decoded greedily (identical outputs, checked) by the engine's decode loop,
+where a row leaves the batch as soon as its turn is over, and by HF `generate`, which decodes every row until
+the longest is done: wall time and the ratio.
+
+Second: does generation hold up when another process is busy? `rstar2-agent train` shares the machine with its own code judge and reward workers, and a laptop runs other
+things too. This decodes the held-out prompts with the default model (SmolLM2-135M-Instruct) through
+`BatchingGenerator.generate_batch`, as the rollout does, alone and beside processes that each keep one core
+busy, with torch set to the engine's thread count (`set_threads(0)`: the usable cores, one inter-op thread) and
+with more threads than cores. It prints a table of tokens/s with the ratio against "alone" measured in the same
+run; the last line reads `busy neighbour: R of alone` for the engine's setting.
+
+    python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
+
+About 3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import time
+from typing import Iterator
+
+import torch
+
+BURN = "while True: pass"
+
+
+@contextlib.contextmanager
+def busy_neighbours(n: int) -> Iterator[None]:
+    """`n` processes that each keep one core busy for as long as the block runs."""
+    procs = [subprocess.Popen([sys.executable, "-c", BURN]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them get going
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def tokens_per_s(gen, prompts: list[list[int]], tokens: int, seed: int = 1) -> float:
+    torch.manual_seed(seed)
+    params = {"temperature": 1.0, "top_p": 1.0}
+    start = time.perf_counter()
+    rows = gen.generate_batch(prompts, params, [tokens] * len(prompts))
+    return sum(len(r) for r in rows) / (time.perf_counter() - start)
+
+
+def compare_with_hf_generate(gen, prompts: list[list[int]], tokens: int) -> None:
+    from rstar2_agent.engine.generator import left_pad
+
+    start = time.perf_counter()
+    rows = gen.generate_batch(prompts, {"temperature": 0.0}, [tokens] * len(prompts))
+    ours = time.perf_counter() - start
+    input_ids, attention = left_pad(prompts, gen.pad_id)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = gen.model.generate(input_ids, attention_mask=attention, max_new_tokens=tokens, do_sample=False,
+                                 eos_token_id=gen.eos_id, pad_token_id=gen.pad_id, stop_strings=gen.stop_strings,
+                                 tokenizer=gen.tokenizer)
+    hf = time.perf_counter() - start
+    width = input_ids.shape[1]
+    same = all(out[i, width: width + len(r)].tolist() == r for i, r in enumerate(rows))
+    lengths = sorted(len(r) for r in rows)
+    print(f"\nOne greedy batch: {len(prompts)} turns of {lengths[0]}-{lengths[-1]} tokens (median "
+          f"{lengths[len(lengths) // 2]}), {sum(lengths)} tokens, identical outputs: {same}")
+    print(f"| {'decoder':<28} | {'seconds':>7} | {'tok/s':>6} | {'speed-up':>8} |")
+    print(f"|{'-' * 30}|{'-' * 9}|{'-' * 8}|{'-' * 10}|")
+    for name, seconds in (("HF generate (baseline)", hf), ("engine (finished rows leave)", ours)):
+        print(f"| {name:<28} | {seconds:>7.1f} | {sum(lengths) / seconds:>6.1f} | {hf / seconds:>8.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=32, help="sequences decoded together")
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per sequence (at most)")
+    ap.add_argument("--neighbours", type=int, default=1, help="busy processes beside the generator")
+    args = ap.parse_args()
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rstar2_agent.engine.config import DEFAULT_SYSTEM_PROMPT
+    from rstar2_agent.engine.generator import BatchingGenerator
+    from rstar2_agent.engine.models import prepare_default_model
+    from rstar2_agent.engine.tasks import load_tasks
+    from rstar2_agent.engine.trainer import set_threads, usable_cores
+    from rstar2_agent.rollout import load_chat_template, render
+
+    path = prepare_default_model()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    template = load_chat_template(None)
+    prompts = [tokenizer.encode(render(tokenizer, [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+                                                   {"role": "user", "content": t.problem}], template,
+                                       add_generation_prompt=True), add_special_tokens=False)
+               for t in load_tasks("bundled", "test")[: args.batch]]
+    gen = BatchingGenerator(model, tokenizer, max_num_seqs=args.batch)
+    engine_threads = set_threads(0)
+    cores = usable_cores()
+    tokens_per_s(gen, prompts[:2], 4)  # warm-up
+    compare_with_hf_generate(gen, prompts, 4 * args.tokens)
+
+    scenarios = [("alone", 0, engine_threads), (f"{args.neighbours} busy", args.neighbours, engine_threads),
+                 (f"{args.neighbours} busy", args.neighbours, 2 * cores)]
+    if engine_threads > 1:
+        scenarios.append((f"{args.neighbours} busy", args.neighbours, engine_threads - args.neighbours or 1))
+    print(f"\nCPU generation: {args.batch} x {args.tokens} tokens and 1 x {args.tokens}, {cores} usable cores, "
+          f"engine threads {engine_threads}")
+    print(f"| {'scenario':<10} | {'threads':>7} | {'batch tok/s':>11} | {'ratio':>5} | {'single tok/s':>12} | {'ratio':>5} |")
+    print(f"|{'-' * 12}|{'-' * 9}|{'-' * 13}|{'-' * 7}|{'-' * 14}|{'-' * 7}|")
+    base: tuple[float, float] = (0.0, 0.0)
+    engine_busy = 0.0
+    for name, neighbours, threads in scenarios:
+        torch.set_num_threads(threads)
+        with busy_neighbours(neighbours):
+            batch = tokens_per_s(gen, prompts, args.tokens)
+            single = tokens_per_s(gen, prompts[:1], args.tokens)
+        if not neighbours:
+            base = (batch, single)
+        elif threads == engine_threads:
+            engine_busy = batch / base[0]
+        print(f"| {name:<10} | {threads:>7} | {batch:>11.1f} | {batch / base[0]:>5.2f} | {single:>12.1f} | "
+              f"{single / base[1]:>5.2f} |")
+    torch.set_num_threads(engine_threads)
+    print(f"busy neighbour: {engine_busy:.2f} of alone")
+
+
+if __name__ == "__main__":
+    main()
