@@ -7,13 +7,13 @@ the longest is done: wall time and the ratio.
 Second: does generation hold up when another process is busy? `rstar2-agent train` shares the machine with its own code judge and reward workers, and a laptop runs other
 things too. This decodes the held-out prompts with the default model (SmolLM2-135M-Instruct) through
 `BatchingGenerator.generate_batch`, as the rollout does, alone and beside processes that each keep one core
-busy, with torch set to the engine's thread count (`set_threads(0)`: the usable cores, one inter-op thread) and
-with more threads than cores. It prints a table of tokens/s with the ratio against "alone" measured in the same
-run; the last line reads `busy neighbour: R of alone` for the engine's setting.
+busy, with torch at one thread per core, at the engine's thread count (`set_threads(0)`: two more than the
+usable cores) and at one thread. It prints a table of tokens/s with the ratio against one thread per core,
+alone, measured in the same run; the last line reads `busy neighbour: R of alone` for the engine's setting.
 
     python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
 
-About 3 minutes on 2 cores.
+About 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -105,29 +105,24 @@ def main() -> None:
     tokens_per_s(gen, prompts[:2], 4)  # warm-up
     compare_with_hf_generate(gen, prompts, 4 * args.tokens)
 
-    scenarios = [("alone", 0, engine_threads), (f"{args.neighbours} busy", args.neighbours, engine_threads),
-                 (f"{args.neighbours} busy", args.neighbours, 2 * cores)]
-    if engine_threads > 1:
-        scenarios.append((f"{args.neighbours} busy", args.neighbours, engine_threads - args.neighbours or 1))
-    print(f"\nCPU generation: {args.batch} x {args.tokens} tokens and 1 x {args.tokens}, {cores} usable cores, "
-          f"engine threads {engine_threads}")
-    print(f"| {'scenario':<10} | {'threads':>7} | {'batch tok/s':>11} | {'ratio':>5} | {'single tok/s':>12} | {'ratio':>5} |")
-    print(f"|{'-' * 12}|{'-' * 9}|{'-' * 13}|{'-' * 7}|{'-' * 14}|{'-' * 7}|")
-    base: tuple[float, float] = (0.0, 0.0)
-    engine_busy = 0.0
-    for name, neighbours, threads in scenarios:
+    # the baseline: one thread per core, alone; then the engine's setting and one thread, alone and beside
+    settings = [("one per core", cores), ("engine", engine_threads), ("one thread", 1)]
+    print(f"\nCPU generation: {args.batch} x {args.tokens} tokens, {cores} usable cores, {args.neighbours} busy "
+          f"neighbour(s); ratio against one thread per core, alone")
+    print(f"| {'threads':<18} | {'alone tok/s':>11} | {'ratio':>5} | {'busy tok/s':>10} | {'ratio':>5} |")
+    print(f"|{'-' * 20}|{'-' * 13}|{'-' * 7}|{'-' * 12}|{'-' * 7}|")
+    base, engine = 0.0, (0.0, 0.0)
+    for name, threads in settings:
         torch.set_num_threads(threads)
-        with busy_neighbours(neighbours):
-            batch = tokens_per_s(gen, prompts, args.tokens)
-            single = tokens_per_s(gen, prompts[:1], args.tokens)
-        if not neighbours:
-            base = (batch, single)
-        elif threads == engine_threads:
-            engine_busy = batch / base[0]
-        print(f"| {name:<10} | {threads:>7} | {batch:>11.1f} | {batch / base[0]:>5.2f} | {single:>12.1f} | "
-              f"{single / base[1]:>5.2f} |")
+        alone = tokens_per_s(gen, prompts, args.tokens)
+        with busy_neighbours(args.neighbours):
+            busy = tokens_per_s(gen, prompts, args.tokens)
+        base = base or alone
+        engine = (alone, busy) if name == "engine" else engine
+        print(f"| {f'{name} ({threads})':<18} | {alone:>11.1f} | {alone / base:>5.2f} | {busy:>10.1f} | "
+              f"{busy / base:>5.2f} |")
     torch.set_num_threads(engine_threads)
-    print(f"busy neighbour: {engine_busy:.2f} of alone")
+    print(f"busy neighbour: {engine[1] / engine[0]:.2f} of alone")
 
 
 if __name__ == "__main__":

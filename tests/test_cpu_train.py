@@ -174,6 +174,17 @@ def test_a_turn_ends_at_the_stop_string_eos_or_max_tokens_and_finished_rows_leav
     assert gen.generated_tokens == sum(len(r) for r in rows)
 
 
+def test_torch_threads_default_to_a_few_more_than_the_usable_cores():
+    from rstar2_agent.engine.trainer import set_threads, usable_cores
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(0) == usable_cores() + 2 == torch.get_num_threads()
+        assert set_threads(1) == 1 == torch.get_num_threads()  # trainer.threads wins when set
+    finally:
+        torch.set_num_threads(before)
+
+
 async def test_a_failing_generate_reaches_every_waiting_turn():
     gen = BatchingGenerator(build_model(TOK), TOK)
 

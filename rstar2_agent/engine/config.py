@@ -158,7 +158,7 @@ class TrainerConfig:
     experiment_name: str = "cpu"
     logger: list[str] = field(default_factory=lambda: ["console", "jsonl", "wandb"])
     seed: int = 1
-    threads: int = 0  # torch threads; 0: the cores this process may use
+    threads: int = 0  # torch threads; 0: the usable cores + 2 (see trainer.set_threads)
     progress: bool = True  # progress bars per phase
 
 
