@@ -4,8 +4,8 @@ First, one batch of held-out prompts decoded greedily (identical outputs, checke
 where a row leaves the batch as soon as its turn is over, and by HF `generate`, which decodes every row until
 the longest is done: wall time and the ratio.
 
-Second: does generation hold up when another process is busy? `rstar2-agent train` shares the machine with its own code judge and reward workers, and a laptop runs other
-things too. This decodes the held-out prompts with the default model (SmolLM2-135M-Instruct) through
+Second: does generation hold up when another process is busy? `rstar2-agent train` shares the machine with
+its own code judge and reward workers, and a laptop runs other things too. This decodes the held-out prompts with the default model (SmolLM2-135M-Instruct) through
 `BatchingGenerator.generate_batch`, as the rollout does, alone and beside processes that each keep one core
 busy, with torch at one thread per core, at the engine's thread count (`set_threads(0)`: two more than the
 usable cores) and at one thread. It prints a table of tokens/s with the ratio against one thread per core,

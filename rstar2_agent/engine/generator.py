@@ -2,7 +2,7 @@
 
 The agent loop runs every trajectory as its own coroutine and calls `generate(request_id, token_ids, params)`
 once per model turn, as it does against SGLang on the GPU path. On one CPU a single sequence is memory-bound
-(SmolLM2-135M: ~13 tokens/s alone, ~95 tokens/s in a batch of 32), so `BatchingGenerator` gathers the calls
+(SmolLM2-135M on 2 cores: ~15 tokens/s alone, ~75 tokens/s in a batch of 32), so `BatchingGenerator` gathers the calls
 that are waiting and decodes them together, continuous-batching style: while one batch is decoding, new calls
 queue up and go out together in the next one. A batch is its own decode loop on one KV cache, from which each
 row leaves as soon as its turn is over, so a long turn does not make the finished ones decode along with it.

@@ -47,7 +47,7 @@ def set_threads(threads: int) -> int:
     One thread per core is fastest on an idle machine but collapses as soon as another process takes a core:
     every matmul is split evenly and waits for the share whose thread was descheduled. A few more threads than
     cores let the OS balance the load. On 2 cores, SmolLM2-135M decoding 32 rows (benchmarks/cpu_generation.py):
-    2 threads 71 tokens/s alone, 28 beside one busy process; 4 threads 60 alone, 48 beside it."""
+    2 threads 75 tokens/s alone, 27 beside one busy process; 4 threads 64 alone, 51 beside it."""
     n = threads if threads > 0 else usable_cores() + 2
     torch.set_num_threads(n)
     with contextlib.suppress(RuntimeError):  # only settable before the first parallel region

@@ -8,7 +8,8 @@ Shapes, for B trajectories whose longest prompt+response is L tokens and longest
     response_logprobs(model, b)  [B, R]  log p(token | prefix) of each response token
     grpo_advantages(b, ...)      [B, R]  verl's compute_grpo_outcome_advantage (one scalar per trajectory,
                                          normalised within its uid group, spread over its response tokens)
-    policy_step(...)             one optimizer step on verl's compute_policy_loss_vanilla (clip-higher, dual-clip, token-mean)
+    policy_step(...)             one optimizer step on verl's compute_policy_loss_vanilla (clip-higher,
+                                 dual-clip, token-mean)
 
 `response_mask` is the agent loop's loss mask (tool-output tokens 0) times the padding mask, so tool
 outputs and padding never contribute to the loss.
