@@ -88,16 +88,14 @@ def main() -> None:
     from rstar2_agent.engine.generator import BatchingGenerator
     from rstar2_agent.engine.models import prepare_default_model
     from rstar2_agent.engine.tasks import load_tasks
-    from rstar2_agent.engine.trainer import set_threads, usable_cores
-    from rstar2_agent.rollout import load_chat_template, render
+    from rstar2_agent.engine.trainer import prompt_ids, set_threads, usable_cores
+    from rstar2_agent.rollout import load_chat_template
 
     path = prepare_default_model()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     template = load_chat_template(None)
-    prompts = [tokenizer.encode(render(tokenizer, [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                                                   {"role": "user", "content": t.problem}], template,
-                                       add_generation_prompt=True), add_special_tokens=False)
+    prompts = [prompt_ids(tokenizer, template, t.problem, DEFAULT_SYSTEM_PROMPT)
                for t in load_tasks("bundled", "test")[: args.batch]]
     gen = BatchingGenerator(model, tokenizer, max_num_seqs=args.batch)
     engine_threads = set_threads(0)

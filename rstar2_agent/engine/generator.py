@@ -106,7 +106,7 @@ class BatchingGenerator:
         deadline = loop.time() + self.max_gather_s
         quiet_until = loop.time() + self.gather_window_s
         seen = len(self._pending)
-        while (len(self._pending) < min(returned, self.max_num_seqs) and loop.time() < min(quiet_until, deadline)):
+        while len(self._pending) < returned and loop.time() < min(quiet_until, deadline):
             await asyncio.sleep(0.01)
             if len(self._pending) > seen:
                 seen, quiet_until = len(self._pending), loop.time() + self.gather_window_s

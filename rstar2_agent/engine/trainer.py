@@ -55,6 +55,16 @@ def set_threads(threads: int) -> int:
     return n
 
 
+def prompt_ids(tokenizer, template: str, problem: str, system_prompt: Optional[str] = None,
+               tools: Optional[list[dict]] = None) -> list[int]:
+    """The token ids of a problem's prompt: an optional system message, the user's problem, and the assistant's
+    turn opened by the chat template (which lists `tools` when there is no system prompt to explain them)."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": problem}]
+    text = render(tokenizer, messages, template, tools=tools, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
 @dataclasses.dataclass
 class Scored:
     """One trajectory with its task, group and reward."""
@@ -128,11 +138,8 @@ class CPUTrainer:
 
     def _prompt_ids(self, task: Task) -> list[int]:
         system = self.cfg.data.system_prompt
-        messages = ([{"role": "system", "content": system}] if system else []) + \
-            [{"role": "user", "content": task.problem}]
         tools = None if system else [tool.schema for tool in self.tools.values()]
-        text = render(self.tokenizer, messages, self.template, tools=tools, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return prompt_ids(self.tokenizer, self.template, task.problem, system, tools)
 
     def _tasks(self, spec: str, split: str, limit: int = 0) -> list[tuple[Task, list[int]]]:
         tasks = load_tasks(spec, split)[: limit if limit > 0 else None]

@@ -75,25 +75,24 @@ def collate(rollouts: Sequence[Rollout], pad_token_id: int) -> Batch:
     return Batch(input_ids, attention, tokens, positions, mask, rewards, np.array([r.uid for r in rollouts], dtype=object))
 
 
-def _response_logits(model, batch: Batch, sl: slice) -> torch.Tensor:
+def _response_logits(model, batch: Batch) -> torch.Tensor:
     """Logits at the positions that predict the response tokens, [b, R, V]: the output head runs on those
     positions only (on a 49k vocabulary it would otherwise cost a fifth of the forward and GBs of memory)."""
-    gather = (batch.response_positions[sl] - 1).clamp(min=0)  # the token at p is predicted at p - 1
+    gather = (batch.response_positions - 1).clamp(min=0)  # the token at p is predicted at p - 1
     head, body = model.get_output_embeddings(), getattr(model, "base_model", None)
     if head is None or body is None or body is model or getattr(model.config, "final_logit_softcapping", None):
-        logits = model(input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl]).logits
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return torch.gather(logits, 1, gather.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-    hidden = body(input_ids=batch.input_ids[sl], attention_mask=batch.attention_mask[sl]).last_hidden_state
+    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     return head(torch.gather(hidden, 1, gather.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
 
 
 def response_logprobs(model, batch: Batch, micro_batch_size: int = 8) -> torch.Tensor:
     """Log-probabilities of the response tokens, [B, R]; gradients flow when called outside no_grad."""
     out = []
-    for start in range(0, batch.input_ids.shape[0], micro_batch_size):
-        sl = slice(start, start + micro_batch_size)
-        logits = _response_logits(model, batch, sl)
-        out.append(torch.log_softmax(logits.float(), dim=-1).gather(-1, batch.response_tokens[sl].unsqueeze(-1)).squeeze(-1))
+    for _, micro in batch.micro_batches(micro_batch_size):
+        logprobs = torch.log_softmax(_response_logits(model, micro).float(), dim=-1)
+        out.append(logprobs.gather(-1, micro.response_tokens.unsqueeze(-1)).squeeze(-1))
     return torch.cat(out)
 
 
