@@ -4,14 +4,15 @@ It runs the default preset (`cpu_trainer`: SmolLM2-135M-Instruct, the bundled ta
 through `CPUTrainer` and validates on the whole held-out split (80 problems, sampled at temperature 0.6 as
 rStar2-Agent evaluates, the RNG re-seeded each time) after the cold start (the baseline, "before") and after the
 last GRPO-RoC step ("after"). It prints a table of validation accuracy, mean reward and tool use, overall and per
-task family, with the after/before ratio. The cold start demonstrates only four of the eight families.
+task family, with the after/before ratio.
 
 The plot of the run goes to benchmarks/results/cpu_learning.png (the one the README shows). The last line reads
 `accuracy before: A after: B`.
 
     python3 benchmarks/cpu_learning.py [--steps 8] [--seed 1] [--out /tmp/rstar2-cpu-learning] [key=value ...]
 
-About 2 minutes per step on 2 cores, plus 4 minutes of cold start and validation.
+About 4 minutes per step on 2 cores, plus 2 minutes of cold start and about 3 per validation (41 minutes for 8
+steps; the measured result is in the README).
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 PANELS = (
-    ("reward and accuracy", ("train/reward_mean", "val/accuracy")),
+    ("train reward, held-out accuracy", ("train/reward_mean", "val/accuracy")),
     ("tool use", ("train/tool_calls_per_traj", "train/tool_error_ratio")),
     ("GRPO-RoC", ("train/kept_traces", "train/traces")),
     ("time per step (s)", ("timing/rollout_s", "timing/reward_s", "timing/update_s")),
@@ -120,7 +120,7 @@ def plot_metrics(jsonl: Path, png: Path, title: Optional[str] = None) -> Path:
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o", label=key.split("/", 1)[1] if "/" in key else key)
+                ax.plot(xs, ys, marker="o", label=key)  # the full key: train/ and val/ curves share a panel
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
