@@ -9,7 +9,7 @@ config that start from it (`rstar2_agent/config/cpu_trainer_tiny.yaml`):
     cfg = compose("cpu_trainer", ["trainer.total_training_steps=2", "actor_rollout_ref.rollout.n=4"])
     cfg.actor_rollout_ref.rollout.n          # 4
 
-The default preset fits 2 cores and 24 GiB: 8 prompts x 8 samples per step (about 4 minutes on 2 cores), RoC down
+The default preset fits 2 cores and 24 GiB: 8 prompts x 8 samples per step (4 to 6 minutes on 2 cores), RoC down
 to 4 per group, responses up to 256 tokens, 3 assistant turns.
 """
 
