@@ -1,0 +1,242 @@
+"""The transformers-backed rollout server: a Ray actor that holds a Hugging Face causal LM on CPU and serves
+verl's token-in/token-out `generate` (what `LLMServerClient` calls on a vLLM/SGLang server actor).
+
+It answers the control calls verl makes on a server actor (sleep, wake_up, clear_kv_cache, abort, ...) as
+no-ops, because there is no KV-cache pool or device memory to release, and it takes new weights from the
+trainer through `load_weights` (called by `hf_rollout.HFCPUServerAdapter`).
+
+Concurrent requests are micro-batched: each `generate` call queues its prompt; one task takes every queued
+request with the same sampling settings (up to `max_batch`), left-pads them and runs one `model.generate` in
+a worker thread. Per request, the output stops at the first EOS or at its own `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 16
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    max_tokens: int
+    key: tuple  # sampling settings shared by a batch
+    future: asyncio.Future = field(repr=False, default=None)
+
+
+def sampling_key(params: dict[str, Any]) -> tuple:
+    """(do_sample, temperature, top_p, top_k, want_logprobs): what one `model.generate` call must share."""
+    temperature = float(params.get("temperature", 1.0) or 0.0)
+    top_p = float(params.get("top_p", 1.0) or 1.0)
+    top_k = int(params.get("top_k", -1) or -1)
+    greedy = temperature <= 0.0 or params.get("do_sample") is False
+    return (not greedy, 1.0 if greedy else temperature, top_p, top_k if top_k > 0 else 0,
+            bool(params.get("logprobs", False)))
+
+
+class HFRolloutServer:
+    """One rollout server (wrapped with `ray.remote` by `HFCPUReplica`)."""
+
+    def __init__(self, config, model_config, replica_rank: int = 0, node_rank: int = 0,
+                 max_batch: Optional[int] = None, num_threads: Optional[int] = None):
+        from transformers import AutoModelForCausalLM
+
+        self.config = config
+        self.replica_rank = replica_rank
+        self.node_rank = node_rank
+        self.global_steps: Optional[int] = None
+        self.max_batch = int(max_batch or os.environ.get("RSTAR2_CPU_ROLLOUT_MAX_BATCH", DEFAULT_MAX_BATCH))
+        threads = int(num_threads or os.environ.get("RSTAR2_CPU_ROLLOUT_THREADS", 0) or 0)
+        if threads > 0:
+            torch.set_num_threads(threads)
+        path = os.path.expanduser(getattr(model_config, "local_path", None) or model_config.path)
+        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
+                                                          attn_implementation="sdpa").eval()
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.model.config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
+        pad = gen.pad_token_id if gen.pad_token_id is not None else self.model.config.pad_token_id
+        self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
+        self.max_model_len = int(config.max_model_len or (config.prompt_length + config.response_length))
+        self._params = self.model.state_dict(keep_vars=True)
+        self._queue: Optional[asyncio.Queue] = None
+        self._worker: Optional[asyncio.Task] = None
+        self._paused = False
+        self.stats = {"requests": 0, "batches": 0, "tokens": 0, "generate_s": 0.0, "weight_loads": 0}
+
+    # ------------------------------------------------------------------ generation
+
+    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str,
+                       image_data=None, video_data=None, audio_data=None, mm_processor_kwargs=None,
+                       priority: int = 0, **kwargs):
+        from verl.workers.rollout.replica import TokenOutput
+
+        if image_data is not None or video_data is not None or audio_data is not None:
+            raise NotImplementedError("the CPU transformers rollout serves text only")
+        prompt_ids = [int(t) for t in prompt_ids]
+        params = dict(sampling_params)
+        room = self.max_model_len - len(prompt_ids)
+        if room < 1:
+            raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room within max_model_len "
+                             f"{self.max_model_len}")
+        limit = params.pop("max_tokens", None) or params.pop("max_new_tokens", None)
+        if limit is None:
+            limit = min(self.config.response_length,
+                        self.config.prompt_length + self.config.response_length - len(prompt_ids))
+        max_tokens = max(1, min(int(limit), room))
+        if self._paused:
+            return TokenOutput(token_ids=[], log_probs=None, stop_reason="aborted",
+                               extra_fields={"global_steps": self.global_steps})
+        self._ensure_worker()
+        request = _Request(prompt_ids, max_tokens, sampling_key(params), asyncio.get_running_loop().create_future())
+        await self._queue.put(request)
+        token_ids, log_probs = await request.future
+        return TokenOutput(token_ids=token_ids, log_probs=log_probs, stop_reason="completed",
+                           num_preempted=0, extra_fields={"global_steps": self.global_steps})
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        pending: list[_Request] = []
+        while True:
+            if not pending:
+                pending.append(await self._queue.get())
+            await asyncio.sleep(0)  # let requests that arrive together join the batch
+            while not self._queue.empty():
+                pending.append(self._queue.get_nowait())
+            key = pending[0].key
+            batch = [r for r in pending if r.key == key][: self.max_batch]
+            pending = [r for r in pending if r not in batch]
+            try:
+                results = await asyncio.to_thread(self._generate_batch, batch)
+            except Exception as e:  # hand the error to every caller instead of killing the server
+                logger.exception("CPU rollout batch failed")
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(e)
+                continue
+            for r, result in zip(batch, results):
+                if not r.future.done():
+                    r.future.set_result(result)
+
+    @torch.no_grad()
+    def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], Optional[list[float]]]]:
+        do_sample, temperature, top_p, top_k, want_logprobs = batch[0].key
+        start = time.time()
+        width = max(len(r.prompt_ids) for r in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
+            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            attention[i, width - len(r.prompt_ids):] = 1
+        kwargs = dict(do_sample=do_sample, max_new_tokens=max(r.max_tokens for r in batch),
+                      pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None,
+                      return_dict_in_generate=True, output_logits=want_logprobs)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        new = out.sequences[:, width:]
+        logprobs = None
+        if want_logprobs and out.logits:
+            logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), before sampling warpers
+            logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        results = []
+        for i, r in enumerate(batch):
+            ids = new[i].tolist()[: r.max_tokens]
+            for j, t in enumerate(ids):
+                if t in self.eos_ids:
+                    ids = ids[: j + 1]
+                    break
+            lp = logprobs[i, : len(ids)].tolist() if logprobs is not None else None
+            results.append((ids, lp))
+            self.stats["tokens"] += len(ids)
+        self.stats["requests"] += len(batch)
+        self.stats["batches"] += 1
+        self.stats["generate_s"] += time.time() - start
+        return results
+
+    # ------------------------------------------------------------------ weights
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
+        """Copy trainer tensors (HF names) into the served model; returns how many were loaded.
+
+        Names the model does not have are an error: a silent miss would serve stale weights.
+        """
+        unknown = [name for name, _ in named_tensors if name not in self._params]
+        if unknown:
+            raise KeyError(f"CPU rollout model has no parameters named {unknown[:5]} "
+                           f"({len(unknown)} unknown of {len(named_tensors)})")
+        for name, tensor in named_tensors:
+            target = self._params[name]
+            target.data.copy_(tensor.to(dtype=target.dtype).view_as(target))
+        self.stats["weight_loads"] += 1
+        return len(named_tensors)
+
+    def weight_names(self) -> list[str]:
+        return list(self._params)
+
+    async def set_global_steps(self, global_steps: int):
+        self.global_steps = global_steps
+
+    # ------------------------------------------------------------------ control calls (no device memory)
+
+    def get_server_address(self):
+        import ray
+
+        return ray.util.get_node_ip_address(), 0
+
+    def get_stats(self) -> dict:
+        return dict(self.stats)
+
+    async def wake_up(self, tags=None):
+        pass
+
+    async def sleep(self):
+        pass
+
+    async def clear_kv_cache(self):
+        pass
+
+    async def release_kv_cache(self):
+        pass
+
+    async def resume_kv_cache(self):
+        pass
+
+    async def wait_for_requests_to_drain(self):
+        while self._queue is not None and not self._queue.empty():
+            await asyncio.sleep(0.05)
+
+    async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False):
+        # Requests already in a batch finish (CPU generate cannot be interrupted); new ones are refused
+        # until resume_generation().
+        self._paused = bool(reject_request)
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def abort_request(self, request_id: str, reset_prefix_cache: bool = True):
+        return {"aborted": False, "request_id": request_id}
+
+    async def resume_generation(self):
+        self._paused = False
+
+    async def start_profile(self, **kwargs):
+        pass
+
+    async def stop_profile(self):
+        pass
