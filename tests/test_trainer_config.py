@@ -68,3 +68,21 @@ def test_down_sampling_without_the_trainer_hook_is_refused_not_ignored():
     out = subprocess.run([sys.executable, "-m", "rstar2_agent.main", "augmentation.do_down_sampling=True",
                           "trainer.v1.trainer_mode=sync"], capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and "needs verl's V1 trainer with our hook" in out.stderr
+
+
+def test_reward_kwargs_are_declared_and_reach_the_manager(monkeypatch):
+    """`reward.reward_kwargs` is in the trainer yaml, so it is overridden without `+`; the manager built from the
+    composed config sizes its pool to the node's share per reward-loop worker unless told otherwise."""
+    from rstar2_agent.engine.tiny import build_tokenizer
+    from rstar2_agent.reward import verl_manager
+
+    monkeypatch.setattr(verl_manager, "usable_cores", lambda: 96)
+    cfg = compose_trainer()
+    assert dict(cfg.reward.reward_kwargs) == {"num_workers": None, "timeout_s": 5.0, "score_fn": None}
+    m = verl_manager.CodeJudgeRewardManager(config=cfg, tokenizer=build_tokenizer())
+    assert m.num_workers == 96 // cfg.reward.num_workers  # 8 reward-loop workers by default: 12 processes each
+    assert (m.timeout_s, m.score_fn) == (5.0, verl_manager.DEFAULT_SCORE_FN)
+    cfg = compose_trainer(["reward.reward_kwargs.num_workers=3", "reward.reward_kwargs.timeout_s=2"])
+    m = verl_manager.CodeJudgeRewardManager(config=cfg, tokenizer=build_tokenizer())
+    assert (m.num_workers, m.timeout_s) == (3, 2.0)
+

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import random
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from rstar2_agent.cores import usable_cores
 from rstar2_agent.data.math_tasks import FAMILIES
 from rstar2_agent.engine import checkpoint
 from rstar2_agent.engine.cold_start import TeacherGenerator, demonstration_turns, sft_step
@@ -35,10 +35,6 @@ from rstar2_agent.engine.metrics import MetricsLog, format_duration, plot_metric
 from rstar2_agent.engine.tasks import Task, load_tasks, step_indices
 from rstar2_agent.engine.update import Rollout, collate, grpo_advantages, policy_step
 from rstar2_agent.rollout import AgentLoop, LoopConfig, ToolTurnFormat, Trajectory, load_chat_template, render
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def set_threads(threads: int) -> int:

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
+from rstar2_agent.cores import usable_cores
+
 __all__ = ["RewardPool", "RewardPoolClosedError", "RewardPoolBrokenError", "DEFAULT_SCORE_FN"]
 
 logger = logging.getLogger(__name__)
@@ -150,14 +152,6 @@ class _Worker:
     stopped: bool = False
 
 
-def _default_num_workers() -> int:
-    """The CPUs this process may run on (at least 1)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _check_pairs(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """Validate ``(solution, ground_truth)`` string pairs and return them as a list."""
     checked = []
@@ -208,7 +202,7 @@ class RewardPool:
         memory_limit_mb: int | None = None,
         start_timeout_s: float = 120.0,
     ) -> None:
-        num_workers = _default_num_workers() if num_workers is None else num_workers
+        num_workers = usable_cores() if num_workers is None else num_workers
         if not isinstance(num_workers, int) or num_workers < 1:
             raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
         if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
@@ -346,8 +340,13 @@ class RewardPool:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called."""
+        """True once :meth:`close` was called (a broken pool is not closed until then; see :attr:`broken`)."""
         return self._closing
+
+    @property
+    def broken(self) -> str | None:
+        """Why the workers cannot start (the pool then refuses every item), or None while they can."""
+        return self._broken
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the workers; unfinished items raise :class:`RewardPoolClosedError`. Idempotent."""
@@ -389,7 +388,7 @@ class RewardPool:
     def _dispatch_loop(self) -> None:
         """Hand jobs to ready workers, collect results, enforce deadlines, replace dead workers."""
         try:
-            while not self._closing:
+            while not self._closing and self._broken is None:
                 self._assign_jobs()
                 ready = wait(self._waitables(), self._seconds_to_next_deadline())
                 if self._wake_r in ready:
@@ -536,12 +535,12 @@ class RewardPool:
             pass  # still running after SIGKILL + 5 s (should not happen); leave it to the OS
 
     def _mark_broken(self, reason: str) -> None:
-        """Fail everything: workers cannot run the scoring code, so retrying would loop forever."""
+        """Fail everything and stop dispatching: workers cannot run the scoring code, so retrying would loop
+        forever. The pool stays ``broken`` (not ``closed``) so its owner can tell the two apart."""
         logger.error("%s", reason)
         with self._lock:
             self._broken = reason
         self._fail_all(RewardPoolBrokenError(reason))
-        self._closing = True
 
     def _fail_all(self, error: Exception) -> None:
         """Resolve every queued and in-flight future with ``error``."""

@@ -45,7 +45,8 @@ from verl.workers.reward_manager import register as register_batch_manager
 from verl.workers.reward_manager.abstract import AbstractRewardManager
 
 from rstar2_agent.reward.extract import strip_tool_responses
-from rstar2_agent.reward.pool import DEFAULT_SCORE_FN, RewardPool
+from rstar2_agent.cores import usable_cores
+from rstar2_agent.reward.pool import DEFAULT_SCORE_FN, RewardPool, RewardPoolBrokenError
 
 __all__ = [
     "CodeJudgeRewardManager",
@@ -181,13 +182,23 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
         pool: RewardPool | None = None,
         **unused: Any,
     ) -> None:
+        """Settings: the keyword, else ``config.reward.reward_kwargs``, else the default. The default pool size
+        is this node's share of the CPUs, ``usable_cores() // reward.num_workers``: verl starts
+        ``reward.num_workers`` reward-loop workers (8 by default), each with its own manager and pool, and with
+        a pool per worker as large as the node they would start 8x the CPUs in scoring processes."""
         if tokenizer is None:
             raise ValueError("CodeJudgeRewardManager needs a tokenizer to decode responses")
         RewardManagerBase.__init__(self, config, tokenizer, compute_score)
         settings = _reward_kwargs(config)
         self.num_examine = int(num_examine)
         self.reward_fn_key = reward_fn_key
-        self.num_workers = num_workers if num_workers is not None else settings.get("num_workers")
+        if num_workers is None:
+            num_workers = settings.get("num_workers")
+        if num_workers is None:
+            reward = config.get("reward") if hasattr(config, "get") else None
+            managers = int((reward.get("num_workers") if hasattr(reward, "get") else None) or 1)
+            num_workers = max(1, usable_cores() // max(1, managers))
+        self.num_workers = int(num_workers)
         self.timeout_s = float(timeout_s if timeout_s is not None else settings.get("timeout_s", 5.0))
         self.score_fn = score_fn or settings.get("score_fn") or DEFAULT_SCORE_FN
         self._pool = pool
@@ -198,8 +209,12 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
 
     @property
     def pool(self) -> RewardPool:
-        """The scoring pool, started on first use (so building a manager spawns nothing)."""
+        """The scoring pool, started on first use (so building a manager spawns nothing), and started again
+        after :meth:`close`. A broken pool (its workers cannot start) raises instead of being replaced: every
+        replacement would fail the same way, each after spawning a full pool of processes."""
         with self._pool_lock:
+            if self._pool is not None and self._pool.broken:
+                raise RewardPoolBrokenError(f"code_judge reward pool is broken: {self._pool.broken}")
             if self._pool is None or self._pool.closed:
                 self._pool = RewardPool(num_workers=self.num_workers, timeout_s=self.timeout_s, score_fn=self.score_fn)
                 self._owns_pool = True
