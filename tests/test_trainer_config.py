@@ -86,3 +86,18 @@ def test_reward_kwargs_are_declared_and_reach_the_manager(monkeypatch):
     m = verl_manager.CodeJudgeRewardManager(config=cfg, tokenizer=build_tokenizer())
     assert (m.num_workers, m.timeout_s) == (3, 2.0)
 
+
+def test_every_ray_worker_gets_the_plugin_variable(monkeypatch):
+    """verl's main_ppo merges `ray_kwargs.ray_init.runtime_env` over `get_ppo_ray_runtime_env(config)` and hands
+    the result to ray.init: the variable must survive that merge, so that workers on other nodes (which do not
+    inherit the driver's environment) load our plugins."""
+    from omegaconf import OmegaConf
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    monkeypatch.delenv("VERL_USE_EXTERNAL_MODULES", raising=False)  # not inherited from this process
+    cfg = compose_trainer()
+    runtime_env = OmegaConf.merge(get_ppo_ray_runtime_env(cfg), cfg.ray_kwargs.ray_init.runtime_env)
+    env_vars = OmegaConf.to_container(runtime_env)["env_vars"]
+    assert env_vars["VERL_USE_EXTERNAL_MODULES"] == "rstar2_agent.verl_plugins"
+    assert env_vars["TOKENIZERS_PARALLELISM"] == "true"  # verl's own defaults are kept beside it
+
