@@ -5,10 +5,13 @@
 #     bash examples/run_qwen3-14b_rstar2_agent_weave.sh trainer.total_training_steps=10
 #
 # Before you start:
-#   1. MODEL_PATH must be an instruction-following checkpoint. Upstream starts from Qwen3-14B-Base after its own
-#      non-reasoning instruction SFT (that data is not released); RL on the raw base model does not learn the
-#      tool-call format. Users who started from an instruct model (qwen3-4b) saw the number of tool calls
-#      explode after about 50 steps (microsoft/rStar#52).
+#   1. MODEL_PATH (required, no default) must be an instruction-following checkpoint. Upstream starts from
+#      Qwen3-14B-Base after its own non-reasoning instruction SFT (that data is not released); RL on the raw base
+#      model does not learn the tool-call format. Users who started from an instruct model (qwen3-4b) saw the
+#      number of tool calls explode after about 50 steps (microsoft/rStar#52). Its tokenizer's eos_token must
+#      be the token that ends the chat template's assistant turn (<|im_end|>): Qwen3-14B-Base ships
+#      <|endoftext|>, which rstar2_agent.main refuses. After your SFT on the ChatML template, set
+#      "eos_token": "<|im_end|>" in the checkpoint's tokenizer_config.json.
 #   2. Data (writes $DATA_DIR/dapo-math-17k-en/train.parquet and $DATA_DIR/aime2024/test.parquet):
 #          python3 data_preprocess/dapo_rstar2_agent_loop.py
 #          python3 data_preprocess/aime2024_rstar2_agent_loop.py
@@ -29,7 +32,7 @@ set -euo pipefail
 
 PROJECT_DIR=${PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 DATA_DIR=${DATA_DIR:-$HOME/data/rstar2-agent}
-MODEL_PATH=${MODEL_PATH:-$HOME/models/Qwen3-14B-Base}  # the instruction-tuned checkpoint (note 1)
+MODEL_PATH=${MODEL_PATH:?set MODEL_PATH to an instruction-tuned checkpoint whose eos_token is <|im_end|> (note 1)}
 TRAIN_FILES=${TRAIN_FILES:-$DATA_DIR/dapo-math-17k-en/train.parquet}
 VAL_FILES=${VAL_FILES:-$DATA_DIR/aime2024/test.parquet}
 TOOL_CONFIG=${TOOL_CONFIG:-$PROJECT_DIR/rstar2_agent/config/tool_config/python_tool_config.yaml}

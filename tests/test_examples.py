@@ -23,6 +23,7 @@ TRAIN = EXAMPLES / "run_qwen3-14b_rstar2_agent_weave.sh"
 EVALS = [EXAMPLES / "aime_eval.sh", EXAMPLES / "math500_eval.sh"]
 SCRIPTS = [TRAIN, *EVALS]
 OWN_PREFIXES = ("augmentation.",)
+TRAIN_MODEL = "/models/qwen3-14b-sft"  # the training script has no default checkpoint (see its note 1)
 
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash not installed")
@@ -53,7 +54,8 @@ def run_script(script: Path, tmp_path: Path, *extra: str, **env_overrides: str) 
     env = {
         **os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "ARGV_OUT": str(argv_out),
         "SKIP_JUDGE_CHECK": "1", "HOME": str(tmp_path / "home"), "LOG_DIR": str(tmp_path),
-        "OUTPUT_DIR": str(tmp_path / "out"), **env_overrides,
+        "OUTPUT_DIR": str(tmp_path / "out"), **({"MODEL_PATH": TRAIN_MODEL} if script == TRAIN else {}),
+        **env_overrides,
     }
     proc = subprocess.run([BASH, str(script), *extra], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=60)
@@ -135,7 +137,7 @@ def test_training_script_has_the_upstream_hyper_parameters(tmp_path, verl_config
         "data.filter_overlong_prompts": "True", "data.truncation": "error", "data.return_raw_chat": "True",
         "data.train_files": f"{home}/data/rstar2-agent/dapo-math-17k-en/train.parquet",
         "data.val_files": f"{home}/data/rstar2-agent/aime2024/test.parquet",
-        "actor_rollout_ref.model.path": f"{home}/models/Qwen3-14B-Base",
+        "actor_rollout_ref.model.path": TRAIN_MODEL,
         "actor_rollout_ref.actor.optim.lr": "1e-6", "actor_rollout_ref.actor.optim.lr_warmup_steps": "20",
         "actor_rollout_ref.actor.ppo_mini_batch_size": "64",  # upstream 128; see the script "actor_rollout_ref.actor.use_dynamic_bsz": "True",
         "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": "20480",
@@ -199,9 +201,19 @@ def test_eval_scripts_sample_for_avg_at_k(script, n, files, tmp_path, verl_confi
     assert "pitfall 6" in script.read_text()
 
 
+def test_training_script_names_no_default_checkpoint(tmp_path):
+    """Base Qwen checkpoints fail the EOS check (their tokenizers end text with <|endoftext|>, the template's
+    turns with <|im_end|>), so the script must be told which checkpoint to train rather than pick one."""
+    env = {**os.environ, "HOME": str(tmp_path), "LOG_DIR": str(tmp_path), "SKIP_JUDGE_CHECK": "1"}
+    env.pop("MODEL_PATH", None)
+    proc = subprocess.run([BASH, str(TRAIN)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "MODEL_PATH" in proc.stderr and "<|im_end|>" in proc.stderr
+
+
 def test_scripts_refuse_to_start_without_a_code_judge(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "LOG_DIR": str(tmp_path), "OUTPUT_DIR": str(tmp_path / "out"),
-           "CODE_JUDGE_URL": "http://127.0.0.1:9", "PATH": os.environ["PATH"]}
+           "CODE_JUDGE_URL": "http://127.0.0.1:9", "PATH": os.environ["PATH"], "MODEL_PATH": TRAIN_MODEL}
     env.pop("SKIP_JUDGE_CHECK", None)
     if shutil.which("curl") is None:
         pytest.skip("curl not installed")

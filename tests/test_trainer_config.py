@@ -101,3 +101,29 @@ def test_every_ray_worker_gets_the_plugin_variable(monkeypatch):
     assert env_vars["VERL_USE_EXTERNAL_MODULES"] == "rstar2_agent.verl_plugins"
     assert env_vars["TOKENIZERS_PARALLELISM"] == "true"  # verl's own defaults are kept beside it
 
+
+def saved_tokenizer(folder, eos_token=None):
+    """The tiny tokenizer (ChatML, eos <|im_end|>) saved as a model folder, with `eos_token` swapped in if given."""
+    import copy
+
+    from rstar2_agent.engine.tiny import build_tokenizer
+
+    tokenizer = copy.deepcopy(build_tokenizer())
+    if eos_token:
+        tokenizer.eos_token = eos_token
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_tokenizer_whose_eos_does_not_end_the_assistant_turn_is_refused(tmp_path):
+    import pytest
+
+    from rstar2_agent.main import check_supported
+
+    good = saved_tokenizer(tmp_path / "instruct")
+    check_supported(compose_trainer([f"actor_rollout_ref.model.path={good}"]))
+    base = saved_tokenizer(tmp_path / "base", eos_token="<|endoftext|>")  # what base Qwen checkpoints ship
+    with pytest.raises(SystemExit, match=r"eos_token='<\|endoftext\|>'"):
+        check_supported(compose_trainer([f"actor_rollout_ref.model.path={base}"]))
+    with pytest.raises(SystemExit, match="cannot load the tokenizer"):
+        check_supported(compose_trainer([f"actor_rollout_ref.model.path={tmp_path / 'missing'}"]))
