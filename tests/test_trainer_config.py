@@ -127,3 +127,37 @@ def test_a_tokenizer_whose_eos_does_not_end_the_assistant_turn_is_refused(tmp_pa
         check_supported(compose_trainer([f"actor_rollout_ref.model.path={base}"]))
     with pytest.raises(SystemExit, match="cannot load the tokenizer"):
         check_supported(compose_trainer([f"actor_rollout_ref.model.path={tmp_path / 'missing'}"]))
+
+
+LAUNCH = """
+import json, sys
+import verl.trainer.main_ppo as verl_main
+
+def body(config):  # verl's main_ppo body, which would start Ray: report what it was given instead
+    runtime_env = config.ray_kwargs.ray_init.runtime_env
+    print("CONFIG", json.dumps([config.trainer.resume_mode, runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES]))
+
+verl_main.main = type("Main", (), {"__wrapped__": staticmethod(body)})
+from rstar2_agent import cli
+cli.main(sys.argv[1:])
+"""
+
+
+def launch(tmp_path, *args):
+    """`rstar2-agent train --config-name rstar2_agent_trainer ARGS` down to verl's entry point (Hydra, the entry
+    point's own checks and all), in a fresh process as a user runs it."""
+    return subprocess.run([sys.executable, "-c", LAUNCH, "train", "--config-name", "rstar2_agent_trainer", *args],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+def test_gpu_train_resumes_only_with_resume(tmp_path):
+    import json
+
+    model = saved_tokenizer(tmp_path / "instruct")
+    for flag, mode in (([], "disable"), (["--resume"], "auto")):
+        out = launch(tmp_path, "--model", model, *flag)
+        line = [l for l in out.stdout.splitlines() if l.startswith("CONFIG ")]
+        assert line, out.stdout[-2000:] + out.stderr[-3000:]
+        assert json.loads(line[0][7:]) == [mode, "rstar2_agent.verl_plugins"]
+    out = launch(tmp_path, "--model", saved_tokenizer(tmp_path / "base", eos_token="<|endoftext|>"))
+    assert out.returncode != 0 and "eos_token='<|endoftext|>'" in out.stderr and "CONFIG" not in out.stdout

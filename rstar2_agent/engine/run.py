@@ -5,8 +5,10 @@
     rstar2-agent train trainer.total_training_steps=20 --resume     # Hydra overrides, continue a run
     rstar2-agent train --config-name rstar2_agent_trainer data.train_files=...   # the GPU trainer (verl + SGLang)
 
-`--model PATH` is `actor_rollout_ref.model.path=PATH` and `--resume` is `trainer.resume_mode=auto` on the GPU
-config, so the same command line works on both.
+`--model PATH` is `actor_rollout_ref.model.path=PATH` on the GPU config, `--resume` is `trainer.resume_mode=auto`
+and its absence `trainer.resume_mode=disable` (verl's own default is `auto`), so on both a run continues from its
+latest checkpoint only when asked to. (Without `--resume` the CPU engine refuses a run folder that exists; verl
+starts again from step 0 in it.) A `trainer.resume_mode=...` override of your own is left as it is.
 """
 
 from __future__ import annotations
@@ -31,16 +33,21 @@ def add_command(sub) -> None:
 
 
 def gpu_argv(config_name: str, model: Optional[str], resume: bool, overrides: Sequence[str]) -> list[str]:
-    """The command line of `python3 -m rstar2_agent.main` for the same request.
+    """The command line of `python3 -m rstar2_agent.main` for the same request. Without `--resume` it disables
+    verl's default resume (`auto`), unless the overrides set `trainer.resume_mode` themselves.
 
     >>> gpu_argv("rstar2_agent_trainer", "/m", True, ["data.train_batch_size=64"])
     ['--config-name', 'rstar2_agent_trainer', 'data.train_batch_size=64', 'actor_rollout_ref.model.path=/m', 'trainer.resume_mode=auto']
+    >>> gpu_argv("rstar2_agent_trainer", None, False, [])
+    ['--config-name', 'rstar2_agent_trainer', 'trainer.resume_mode=disable']
+    >>> gpu_argv("rstar2_agent_trainer", None, False, ["trainer.resume_mode=resume_path"])[-1]   # yours is kept
+    'trainer.resume_mode=resume_path'
     """
     argv = ["--config-name", config_name, *overrides]
     if model:
         argv.append(f"actor_rollout_ref.model.path={model}")
-    if resume:
-        argv.append("trainer.resume_mode=auto")
+    if not any(o.split("=", 1)[0].lstrip("+~") == "trainer.resume_mode" for o in overrides):
+        argv.append(f"trainer.resume_mode={'auto' if resume else 'disable'}")
     return argv
 
 
