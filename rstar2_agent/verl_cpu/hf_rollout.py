@@ -101,13 +101,14 @@ class HFCPUServerAdapter(BaseRollout):
             raise NotImplementedError("hf_cpu rollout does not serve LoRA adapters; set model.lora.merge=True")
         start = time.time()
         server = self._server()
-        pending, bucket, size, sent = [], [], 0, 0
+        pending, bucket, size, sent, nbytes = [], [], 0, 0, 0
         for name, tensor in weights:  # every rank iterates: DTensor.full_tensor() is a collective
             if server is None:
                 continue
             host = tensor.detach().to("cpu", copy=True).contiguous()
             bucket.append((name, host))
             size += host.numel() * host.element_size()
+            nbytes += host.numel() * host.element_size()
             if size >= self.bucket_bytes:
                 pending.append(server.load_weights.remote(bucket))
                 sent += len(bucket)
@@ -122,7 +123,8 @@ class HFCPUServerAdapter(BaseRollout):
             raise RuntimeError(f"hf_cpu rollout loaded {loaded} of {sent} tensors")
         if global_steps is not None:
             await server.set_global_steps.remote(global_steps)
-        logger.info("hf_cpu update_weights: %d tensors in %.2fs", loaded, time.time() - start)
+        print(f"hf_cpu weight sync: {loaded} tensors, {nbytes / 2**20:.1f} MiB, {time.time() - start:.2f}s, "
+              f"global_steps={global_steps}", flush=True)
 
     def generate_sequences(self, prompts):
         raise NotImplementedError("hf_cpu serves the async agent-loop path only")

@@ -4,7 +4,9 @@
     python3 -m rstar2_agent.verl_cpu.models default                        # SmolLM2-135M-Instruct (cached)
 
 `tiny` saves rstar2_agent.engine.tiny's tokenizer and model; `default` is rstar2_agent.engine.models'
-converted SmolLM2 folder (prints its path).
+converted SmolLM2 folder (prints its path). The CPU preset resolves `actor_rollout_ref.model.path` through
+`${rstar2_cpu_model:${cpu_model}}` (`resolve_model`), so `cpu_model=default|tiny|<folder>` picks the model
+the same way `rstar2-agent train --model` does on the CPU engine.
 """
 
 from __future__ import annotations
@@ -27,6 +29,25 @@ def save_tiny(out: str) -> str:
     return out
 
 
+def tiny_folder() -> str:
+    from rstar2_agent.engine.models import cache_root
+
+    return str(cache_root() / "models" / "tiny-qwen3")
+
+
+def resolve_model(name: str) -> str:
+    """"default" -> the SmolLM2 folder, "tiny" -> the saved tiny Qwen3 folder, anything else -> that folder."""
+    if name == "default":
+        return default_model()
+    if name == "tiny":
+        return save_tiny(tiny_folder())
+    path = os.path.abspath(os.path.expanduser(name))
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model {name!r} is not a folder: give a local Hugging Face model folder, "
+                                f"`default` or `tiny`")
+    return path
+
+
 def default_model() -> str:
     from rstar2_agent.engine.models import prepare_default_model
 
@@ -36,9 +57,9 @@ def default_model() -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=["tiny", "default"])
-    parser.add_argument("--out", default="/tmp/rstar2-agent-tiny-model")
+    parser.add_argument("--out", default=None, help="tiny only (default: the cache folder)")
     args = parser.parse_args(argv)
-    print(save_tiny(args.out) if args.which == "tiny" else default_model())
+    print(save_tiny(args.out or tiny_folder()) if args.which == "tiny" else default_model())
 
 
 if __name__ == "__main__":

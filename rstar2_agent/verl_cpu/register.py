@@ -13,6 +13,12 @@ def _load_hf_replica():
     return HFCPUReplica
 
 
+def _resolve_model(name: str) -> str:
+    from rstar2_agent.verl_cpu.models import resolve_model
+
+    return resolve_model(str(name))
+
+
 def select_cpu_platform() -> str:
     """Resolver `${rstar2_cpu_device:}`: make this process use platform "cpu"; returns the device name "cpu"."""
     import os
@@ -36,6 +42,7 @@ def register() -> None:
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_hf_replica)
     _ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = ADAPTER
     OmegaConf.register_new_resolver("rstar2_cpu_device", select_cpu_platform, replace=True)
+    OmegaConf.register_new_resolver("rstar2_cpu_model", _resolve_model, replace=True)
     apply_cpu_runtime_patches()
 
 
