@@ -62,3 +62,31 @@ def test_micro_batches_give_the_whole_batch_token_mean():
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert abs(losses[0] - losses[1]) < 1e-5 and losses[0] != 0.0
     assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
+
+
+def test_logprobs_are_those_of_the_temperature_the_rollout_sampled_at():
+    """verl's actor divides the logits by the rollout temperature; so does the CPU engine, so that the loss sees
+    the distribution `sample_next` drew from, not the T=1 one."""
+    model = build_model(TOK, seed=1)
+    batch = collate([Rollout(PROMPT, GOOD, [1] * len(GOOD), 1.0, "q")], TOK.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids).logits[0, len(PROMPT) - 1: len(PROMPT) - 1 + len(GOOD)]
+        at_08 = response_logprobs(model, batch, temperature=0.8)[0]
+        at_1 = response_logprobs(model, batch)[0]
+    sampled = torch.log_softmax(logits.float() / 0.8, dim=-1).gather(-1, torch.tensor(GOOD)[:, None]).squeeze(-1)
+    assert torch.allclose(at_08, sampled, atol=1e-5)
+    assert not torch.allclose(at_08, at_1, atol=1e-3)
+
+
+def test_policy_step_takes_its_logprobs_at_the_rollout_temperature():
+    """Old log-probs taken at the rollout temperature and the step's own agree (ratio 1, ppo_kl 0) only if the
+    step uses that temperature too."""
+    rollouts = [Rollout(PROMPT, GOOD, [1] * len(GOOD), 1.0, "q"), Rollout(PROMPT, BAD, [1] * len(BAD), 0.0, "q")]
+    batch = collate(rollouts, TOK.pad_token_id)
+    adv = grpo_advantages(batch)
+    model = build_model(TOK, seed=1)
+    with torch.no_grad():
+        old = response_logprobs(model, batch, temperature=0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    assert abs(policy_step(model, opt, batch, adv, old, temperature=0.5)["ppo_kl"]) < 1e-6
+    assert abs(policy_step(model, opt, batch, adv, old)["ppo_kl"]) > 1e-4

@@ -15,8 +15,14 @@ ends as soon as `max_num_seqs` requests are queued, or when none has arrived for
     gen = BatchingGenerator(model, tokenizer, max_num_seqs=32)
     out = await gen("r1", prompt_ids, {"max_tokens": 64, "temperature": 1.0})   # Generation(token_ids=[...])
 
-A turn ends at EOS (kept, like SGLang returns it) or right after a `</tool_call>` (the stop string; the agent
-loop then closes the turn with the template's EOS text itself), or after `max_tokens`. Temperature 0 is greedy.
+A turn ends at EOS (kept, like SGLang returns it), right after a `</tool_call>` (the stop string), or after
+`max_tokens`. Temperature 0 is greedy. A turn cut at the stop string is returned with the EOS appended, as if
+the model had written it: the agent loop then gives that EOS loss mask 1, as on the GPU path, where SGLang has no
+stop string and the model itself must close its tool call with EOS, so it has to learn to. The other way to
+match the GPU path, no stop string, would let a model that has not learned it yet write on after `</tool_call>`
+until its EOS or the token limit, on every tool turn, which is slow on a CPU. The cost: that
+EOS was not sampled, so its gradient is not an on-policy one (the cold start's demonstrations, which end each
+tool call with EOS, make it the likely token anyway).
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ class BatchingGenerator:
                     continue
                 for r, ids in zip(batch, outputs):
                     if not r.future.done():
-                        r.future.set_result(Generation(token_ids=ids))
+                        r.future.set_result(Generation(token_ids=self.close_turn(ids, int(r.params["max_tokens"]))))
                 await self._gather(len(batch))
         finally:
             self._busy = False
@@ -150,10 +156,18 @@ class BatchingGenerator:
     def _append(self, row: list[int], token: int, max_tokens: int) -> bool:
         """Add a decoded token to its row; True when the row's turn is over."""
         row.append(token)
-        if token == self.eos_id or len(row) >= max_tokens:
-            return True
+        return token == self.eos_id or len(row) >= max_tokens or self._at_stop(row)
+
+    def _at_stop(self, row: Sequence[int]) -> bool:
         tail = self.tokenizer.decode(row[-self._stop_window:])
         return any(tail.endswith(stop) for stop in self.stop_strings)
+
+    def close_turn(self, ids: list[int], max_tokens: int) -> list[int]:
+        """A turn's ids as the agent loop gets them: one cut at a stop string gets the EOS appended (see the
+        module docstring), when the budget has room for it."""
+        if ids and ids[-1] != self.eos_id and len(ids) < max_tokens and self._at_stop(ids):
+            return ids + [self.eos_id]
+        return ids
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,10 +6,12 @@ One step (`train_step`), for `data.train_batch_size` prompts and `actor_rollout_
     reward    RewardPool (rstar2_agent.reward) on the model-written text (decode_model_text, as the verl manager)
     RoC       rows_to_keep (rstar2_agent.trainer.hook, what the verl trainer hook calls): reject equal-reward
               groups, keep negatives, keep the cleanest positives, down to `down_sample_to_n` per group
-    update    verl's GRPO advantage and clipped policy loss (rstar2_agent.engine.update), on the kept traces
+    update    verl's GRPO advantage and policy loss (rstar2_agent.engine.update), on the kept traces: one
+              on-policy step per rollout, so the clip is inactive (REINFORCE with group-normalised advantages)
 
-Only the engine differs from the GPU path (transformers generation and an in-process optimizer step instead of
-SGLang + FSDP): verl's own trainer does not run on CPU (see ../shared/reference/verl-0.9.1-on-cpu.md).
+The engine differs from the GPU path (transformers generation and an in-process optimizer step instead of
+SGLang + FSDP; verl's own trainer does not run on CPU, see ../shared/reference/verl-0.9.1-on-cpu.md), and so
+does that single update step; README.md ("The engine", under Training on CPU) lists what else differs.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ class CPUTrainer:
         try:
             stats = policy_step(self.model, self.optimizer, batch, advantages, None, clip_low=actor.clip_ratio_low,
                                 clip_high=actor.clip_ratio_high, max_grad_norm=actor.grad_clip,
-                                micro_batch_size=actor.ppo_micro_batch_size_per_gpu, progress=bar.update)
+                                micro_batch_size=actor.ppo_micro_batch_size_per_gpu, progress=bar.update,
+                                temperature=self.cfg.actor_rollout_ref.rollout.temperature)
         finally:
             bar.close()
         return {f"actor/{k}": v for k, v in stats.items()}

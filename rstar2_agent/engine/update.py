@@ -5,11 +5,21 @@ Shapes, for B trajectories whose longest prompt+response is L tokens and longest
 
     collate(rollouts)            input_ids [B, L] (right-padded prompt+response), attention_mask [B, L],
                                  response_tokens [B, R], response_positions [B, R], response_mask [B, R]
-    response_logprobs(model, b)  [B, R]  log p(token | prefix) of each response token
+    response_logprobs(model, b, T)  [B, R]  log p(token | prefix) of each response token, from logits / T
     grpo_advantages(b, ...)      [B, R]  verl's compute_grpo_outcome_advantage (one scalar per trajectory,
                                          normalised within its uid group, spread over its response tokens)
     policy_step(...)             one optimizer step on verl's compute_policy_loss_vanilla (clip-higher,
                                  dual-clip, token-mean)
+
+The log-probs are those of the distribution the rollout sampled from: the logits are divided by the rollout
+temperature, as verl's actor does (`verl/workers/engine/fsdp/transformer_impl.py`), so at T=0.8 the loss sees
+p(token) of softmax(logits / 0.8), not of softmax(logits).
+
+One rollout, one optimizer step, on-policy: the old log-probs are the current ones, detached, so the PPO ratio
+is 1, the clip never acts (`pg_clipfrac` and `ppo_kl` are 0) and the step is REINFORCE with group-normalised
+advantages (the gradient of the clipped loss at ratio 1). verl's GPU trainer computes the old log-probs in a
+separate pass and can take several mini-batch steps per rollout (`ppo_mini_batch_size`, `ppo_epochs`), where
+the clip does act; the CPU engine does not split a rollout.
 
 `response_mask` is the agent loop's loss mask (tool-output tokens 0) times the padding mask, so tool
 outputs and padding never contribute to the loss.
@@ -87,11 +97,13 @@ def _response_logits(model, batch: Batch) -> torch.Tensor:
     return head(torch.gather(hidden, 1, gather.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
 
 
-def response_logprobs(model, batch: Batch, micro_batch_size: int = 8) -> torch.Tensor:
-    """Log-probabilities of the response tokens, [B, R]; gradients flow when called outside no_grad."""
+def response_logprobs(model, batch: Batch, micro_batch_size: int = 8, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities of the response tokens under softmax(logits / temperature), [B, R]; gradients flow when
+    called outside no_grad. Pass the temperature the rollout sampled at (1.0 for SFT)."""
     out = []
     for _, micro in batch.micro_batches(micro_batch_size):
-        logprobs = torch.log_softmax(_response_logits(model, micro).float(), dim=-1)
+        logits = _response_logits(model, micro).float()
+        logprobs = torch.log_softmax(logits / max(float(temperature), 1e-8), dim=-1)
         out.append(logprobs.gather(-1, micro.response_tokens.unsqueeze(-1)).squeeze(-1))
     return torch.cat(out)
 
@@ -119,12 +131,14 @@ def loss_config(clip_low: float, clip_high: float, micro_batch_size: int, batch_
 
 def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_logprobs: Optional[torch.Tensor],
                 clip_low: float = 0.2, clip_high: float = 0.28, max_grad_norm: float = 1.0,
-                micro_batch_size: int = 8, progress: Optional[Callable[[int], None]] = None) -> dict[str, float]:
-    """One optimizer step of verl's clipped policy loss (token-mean over the whole batch).
+                micro_batch_size: int = 8, progress: Optional[Callable[[int], None]] = None,
+                temperature: float = 1.0) -> dict[str, float]:
+    """One optimizer step of verl's clipped policy loss (token-mean over the whole batch), on log-probs at the
+    rollout's `temperature`.
 
     `old_logprobs=None` means on-policy (the rollout came from these very weights, one update per rollout): the
-    old log-probs are the current ones, detached, which saves the extra forward pass verl needs because its
-    rollout engine and trainer compute them separately."""
+    old log-probs are the current ones, detached, which saves a forward pass; the ratio is then 1 and the clip
+    inactive (see the module docstring)."""
     from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 
     model.train()
@@ -133,7 +147,7 @@ def policy_step(model, optimizer, batch: Batch, advantages: torch.Tensor, old_lo
     config = loss_config(clip_low, clip_high, micro_batch_size, total_tokens)
     stats = {"pg_loss": 0.0, "pg_clipfrac": 0.0, "ppo_kl": 0.0}
     for sl, micro in batch.micro_batches(micro_batch_size):
-        logprobs = response_logprobs(model, micro, micro_batch_size)
+        logprobs = response_logprobs(model, micro, micro_batch_size, temperature)
         old = logprobs.detach() if old_logprobs is None else old_logprobs[sl]
         # token-mean over the whole batch: verl divides each micro-batch's token sum by `total_tokens`
         loss, metrics = compute_policy_loss_vanilla(old, logprobs, advantages[sl], micro.response_mask,
