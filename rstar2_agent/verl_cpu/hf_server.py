@@ -60,8 +60,23 @@ class HFRolloutServer:
         if threads > 0:
             torch.set_num_threads(threads)
         path = os.path.expanduser(getattr(model_config, "local_path", None) or model_config.path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
+        if getattr(config, "load_format", "auto") == "dummy":
+            # verl's hybrid default: the first weight sync (before any generation) brings the real weights,
+            # so start from a random model of the right shape, as vLLM's dummy loader does.
+            from transformers import AutoConfig
+
+            hf_config = AutoConfig.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32,
                                                           attn_implementation="sdpa").eval()
+            from transformers import GenerationConfig
+
+            try:
+                self.model.generation_config = GenerationConfig.from_pretrained(path)
+            except OSError:
+                pass
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
+                                                              attn_implementation="sdpa").eval()
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.model.config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
