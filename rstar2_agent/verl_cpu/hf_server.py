@@ -1,13 +1,15 @@
-"""The transformers-backed rollout server: a Ray actor that holds a Hugging Face causal LM on CPU and serves
-verl's token-in/token-out `generate` (what `LLMServerClient` calls on a vLLM/SGLang server actor).
+"""CPU rollout servers: Ray actors that serve verl's token-in/token-out `generate` (what `LLMServerClient`
+calls on a vLLM/SGLang server actor) from a model held in the actor. `BatchingRolloutServer` is the shared
+part; `HFRolloutServer` (here) runs a Hugging Face causal LM with transformers, `vllm_server.VLLMRolloutServer`
+runs vLLM's CPU build in-process.
 
-It answers the control calls verl makes on a server actor (sleep, wake_up, clear_kv_cache, abort, ...) as
+A server answers the control calls verl makes on a server actor (sleep, wake_up, clear_kv_cache, abort, ...) as
 no-ops, because there is no KV-cache pool or device memory to release, and it takes new weights from the
 trainer through `load_weights` (called by `hf_rollout.HFCPUServerAdapter`).
 
-Concurrent requests are micro-batched: each `generate` call queues its prompt; one task takes every queued
-request with the same sampling settings (up to `max_batch`), left-pads them and runs one `model.generate` in
-a worker thread. Per request, the output stops at the first EOS or at its own `max_tokens`.
+Concurrent requests are micro-batched: each `generate` call queues its prompt; one task takes the queued
+requests that can share a batch (up to `max_batch`) and runs the backend's `_generate_batch` in a worker
+thread. Per request, the output stops at the first EOS or at its own `max_tokens`.
 """
 
 from __future__ import annotations
@@ -44,13 +46,16 @@ def sampling_key(params: dict[str, Any]) -> tuple:
             bool(params.get("logprobs", False)))
 
 
-class HFRolloutServer:
-    """One rollout server (wrapped with `ray.remote` by `HFCPUReplica`)."""
+def model_path(model_config) -> str:
+    return os.path.expanduser(getattr(model_config, "local_path", None) or model_config.path)
+
+
+class BatchingRolloutServer:
+    """What every CPU rollout server shares: verl's server-actor interface, the request queue and batching,
+    the weights' step stamp. Subclasses implement `_generate_batch` and `load_weights`."""
 
     def __init__(self, config, model_config, replica_rank: int = 0, node_rank: int = 0,
                  max_batch: Optional[int] = None, num_threads: Optional[int] = None):
-        from transformers import AutoModelForCausalLM
-
         self.config = config
         self.replica_rank = replica_rank
         self.node_rank = node_rank
@@ -59,35 +64,25 @@ class HFRolloutServer:
         threads = int(num_threads or os.environ.get("RSTAR2_CPU_ROLLOUT_THREADS", 0) or 0)
         if threads > 0:
             torch.set_num_threads(threads)
-        path = os.path.expanduser(getattr(model_config, "local_path", None) or model_config.path)
-        if getattr(config, "load_format", "auto") == "dummy":
-            # verl's hybrid default: the first weight sync (before any generation) brings the real weights,
-            # so start from a random model of the right shape, as vLLM's dummy loader does.
-            from transformers import AutoConfig
-
-            hf_config = AutoConfig.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32,
-                                                          attn_implementation="sdpa").eval()
-            from transformers import GenerationConfig
-
-            try:
-                self.model.generation_config = GenerationConfig.from_pretrained(path)
-            except OSError:
-                pass
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
-                                                              attn_implementation="sdpa").eval()
-        gen = self.model.generation_config
-        eos = gen.eos_token_id if gen.eos_token_id is not None else self.model.config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
-        pad = gen.pad_token_id if gen.pad_token_id is not None else self.model.config.pad_token_id
-        self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
         self.max_model_len = int(config.max_model_len or (config.prompt_length + config.response_length))
-        self._params = self.model.state_dict(keep_vars=True)
         self._queue: Optional[asyncio.Queue] = None
         self._worker: Optional[asyncio.Task] = None
         self._paused = False
         self.stats = {"requests": 0, "batches": 0, "tokens": 0, "generate_s": 0.0, "weight_loads": 0}
+
+    def _batch_key(self, request: _Request) -> tuple:
+        """Requests with equal keys may share one `_generate_batch` call."""
+        return request.key
+
+    def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], Optional[list[float]]]]:
+        raise NotImplementedError
+
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
+        """Take one bucket of trainer tensors (HF names); returns how many it took."""
+        raise NotImplementedError
+
+    async def finish_weight_update(self) -> None:
+        """Called once after the last bucket of a sync (backends that load all weights at once do it here)."""
 
     # ------------------------------------------------------------------ generation
 
@@ -97,7 +92,7 @@ class HFRolloutServer:
         from verl.workers.rollout.replica import TokenOutput
 
         if image_data is not None or video_data is not None or audio_data is not None:
-            raise NotImplementedError("the CPU transformers rollout serves text only")
+            raise NotImplementedError("the CPU rollout servers serve text only")
         prompt_ids = [int(t) for t in prompt_ids]
         params = dict(sampling_params)
         room = self.max_model_len - len(prompt_ids)
@@ -132,8 +127,8 @@ class HFRolloutServer:
             await asyncio.sleep(0)  # let requests that arrive together join the batch
             while not self._queue.empty():
                 pending.append(self._queue.get_nowait())
-            key = pending[0].key
-            batch = [r for r in pending if r.key == key][: self.max_batch]
+            key = self._batch_key(pending[0])
+            batch = [r for r in pending if self._batch_key(r) == key][: self.max_batch]
             pending = [r for r in pending if r not in batch]
             try:
                 results = await asyncio.to_thread(self._generate_batch, batch)
@@ -147,64 +142,7 @@ class HFRolloutServer:
                 if not r.future.done():
                     r.future.set_result(result)
 
-    @torch.no_grad()
-    def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], Optional[list[float]]]]:
-        do_sample, temperature, top_p, top_k, want_logprobs = batch[0].key
-        start = time.time()
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
-            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attention[i, width - len(r.prompt_ids):] = 1
-        kwargs = dict(do_sample=do_sample, max_new_tokens=max(r.max_tokens for r in batch),
-                      pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None,
-                      return_dict_in_generate=True, output_logits=want_logprobs)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        new = out.sequences[:, width:]
-        logprobs = None
-        if want_logprobs and out.logits:
-            logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), before sampling warpers
-            logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results = []
-        for i, r in enumerate(batch):
-            ids = new[i].tolist()[: r.max_tokens]
-            for j, t in enumerate(ids):
-                if t in self.eos_ids:
-                    ids = ids[: j + 1]
-                    break
-            lp = logprobs[i, : len(ids)].tolist() if logprobs is not None else None
-            results.append((ids, lp))
-            self.stats["tokens"] += len(ids)
-        self.stats["requests"] += len(batch)
-        self.stats["batches"] += 1
-        self.stats["generate_s"] += time.time() - start
-        return results
-
-    # ------------------------------------------------------------------ weights
-
-    @torch.no_grad()
-    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
-        """Copy trainer tensors (HF names) into the served model; returns how many were loaded.
-
-        Names the model does not have are an error: a silent miss would serve stale weights.
-        """
-        unknown = [name for name, _ in named_tensors if name not in self._params]
-        if unknown:
-            raise KeyError(f"CPU rollout model has no parameters named {unknown[:5]} "
-                           f"({len(unknown)} unknown of {len(named_tensors)})")
-        for name, tensor in named_tensors:
-            target = self._params[name]
-            target.data.copy_(tensor.to(dtype=target.dtype).view_as(target))
-        self.stats["weight_loads"] += 1
-        return len(named_tensors)
-
-    def weight_names(self) -> list[str]:
-        return list(self._params)
+    # ------------------------------------------------------------------ weights version
 
     async def set_global_steps(self, global_steps: int):
         self.global_steps = global_steps
@@ -255,3 +193,88 @@ class HFRolloutServer:
 
     async def stop_profile(self):
         pass
+
+
+class HFRolloutServer(BatchingRolloutServer):
+    """Rollout server `hf_cpu`: a transformers causal LM in float32 with sdpa attention."""
+
+    def __init__(self, config, model_config, **kwargs):
+        from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+        super().__init__(config, model_config, **kwargs)
+        path = model_path(model_config)
+        if getattr(config, "load_format", "auto") == "dummy":
+            # verl's hybrid default: the first weight sync (before any generation) brings the real weights,
+            # so start from a random model of the right shape, as vLLM's dummy loader does.
+            self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), torch_dtype=torch.float32,
+                                                          attn_implementation="sdpa").eval()
+            try:
+                self.model.generation_config = GenerationConfig.from_pretrained(path)
+            except OSError:
+                pass
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
+                                                              attn_implementation="sdpa").eval()
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if gen.eos_token_id is not None else self.model.config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
+        pad = gen.pad_token_id if gen.pad_token_id is not None else self.model.config.pad_token_id
+        self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
+        self._params = self.model.state_dict(keep_vars=True)
+
+    @torch.no_grad()
+    def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], Optional[list[float]]]]:
+        do_sample, temperature, top_p, top_k, want_logprobs = batch[0].key
+        start = time.time()
+        width = max(len(r.prompt_ids) for r in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
+            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            attention[i, width - len(r.prompt_ids):] = 1
+        kwargs = dict(do_sample=do_sample, max_new_tokens=max(r.max_tokens for r in batch),
+                      pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None,
+                      return_dict_in_generate=True, output_logits=want_logprobs)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        new = out.sequences[:, width:]
+        logprobs = None
+        if want_logprobs and out.logits:
+            logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), before sampling warpers
+            logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        results = []
+        for i, r in enumerate(batch):
+            ids = new[i].tolist()[: r.max_tokens]
+            for j, t in enumerate(ids):
+                if t in self.eos_ids:
+                    ids = ids[: j + 1]
+                    break
+            lp = logprobs[i, : len(ids)].tolist() if logprobs is not None else None
+            results.append((ids, lp))
+            self.stats["tokens"] += len(ids)
+        self.stats["requests"] += len(batch)
+        self.stats["batches"] += 1
+        self.stats["generate_s"] += time.time() - start
+        return results
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]]) -> int:
+        """Copy trainer tensors (HF names) into the served model; returns how many were loaded.
+
+        Names the model does not have are an error: a silent miss would serve stale weights.
+        """
+        unknown = [name for name, _ in named_tensors if name not in self._params]
+        if unknown:
+            raise KeyError(f"CPU rollout model has no parameters named {unknown[:5]} "
+                           f"({len(unknown)} unknown of {len(named_tensors)})")
+        for name, tensor in named_tensors:
+            target = self._params[name]
+            target.data.copy_(tensor.to(dtype=target.dtype).view_as(target))
+        self.stats["weight_loads"] += 1
+        return len(named_tensors)
+
+    def weight_names(self) -> list[str]:
+        return list(self._params)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rstar2_agent.verl_cpu.platform import PLATFORM_NAME, PlatformCPU, apply_cpu_runtime_patches, cpu_platform_selected
 
 ROLLOUT_NAME = "hf_cpu"
+VLLM_ROLLOUT_NAME = "vllm_cpu"
 ADAPTER = "rstar2_agent.verl_cpu.hf_rollout.HFCPUServerAdapter"
 
 
@@ -11,6 +12,12 @@ def _load_hf_replica():
     from rstar2_agent.verl_cpu.hf_rollout import HFCPUReplica
 
     return HFCPUReplica
+
+
+def _load_vllm_replica():
+    from rstar2_agent.verl_cpu.hf_rollout import VLLMCPUReplica
+
+    return VLLMCPUReplica
 
 
 def _resolve_model(name: str) -> str:
@@ -40,7 +47,9 @@ def register() -> None:
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
     RolloutReplicaRegistry.register(ROLLOUT_NAME, _load_hf_replica)
+    RolloutReplicaRegistry.register(VLLM_ROLLOUT_NAME, _load_vllm_replica)
     _ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = ADAPTER
+    _ROLLOUT_REGISTRY[(VLLM_ROLLOUT_NAME, "async")] = ADAPTER  # same adapter: both servers take buckets
     OmegaConf.register_new_resolver("rstar2_cpu_device", select_cpu_platform, replace=True)
     OmegaConf.register_new_resolver("rstar2_cpu_model", _resolve_model, replace=True)
     apply_cpu_runtime_patches()
@@ -48,4 +57,4 @@ def register() -> None:
 
 register()
 
-__all__ = ["PLATFORM_NAME", "PlatformCPU", "ROLLOUT_NAME", "cpu_platform_selected", "register"]
+__all__ = ["PLATFORM_NAME", "PlatformCPU", "ROLLOUT_NAME", "VLLM_ROLLOUT_NAME", "cpu_platform_selected", "register"]
