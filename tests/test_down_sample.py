@@ -1,4 +1,4 @@
-"""GRPO-RoC down-sampling: reject-equal, RoC penalties, per-group selection, and the DataProto batch step.
+"""GRPO-RoC down-sampling: reject-equal, RoC penalties, per-group selection, and the batch step (`select_rows`).
 
 Expected values are worked out by hand in the comments next to them.
 """
@@ -6,23 +6,18 @@ Expected values are worked out by hand in the comments next to them.
 from __future__ import annotations
 
 import doctest
-import itertools
-import logging
 import random
 
 import numpy as np
 import pytest
-import torch
 from omegaconf import OmegaConf
 from rstar2_agent.engine.tiny import build_tokenizer
-from verl.protocol import DataProto
 
 import rstar2_agent.down_sample as ds
 from rstar2_agent.down_sample import (DownSamplingConfig, answer_format_penalty, count_answers,
                                       count_assistant_turns, count_tool_errors, count_tool_responses,
-                                      decode_prompt_response_texts, down_sample_batch, error_ratio_penalty,
-                                      group_indices, groups_to_keep_for_world_size, reject_equal_reward,
-                                      reject_equal_reward_metrics, roc_penalty, roc_quotas, select_roc)
+                                      error_ratio_penalty, group_indices, reject_equal_reward,
+                                      reject_equal_reward_metrics, roc_penalty, roc_quotas, select_roc, select_rows)
 from rstar2_agent.down_sample import batch as batch_mod
 from rstar2_agent.down_sample import groups as groups_mod
 from rstar2_agent.down_sample import penalty as penalty_mod
@@ -96,49 +91,6 @@ def test_group_indices_first_appearance_order_and_non_adjacent_rows():
     assert list(groups) == ["u2", "u1", "u3"]
     assert [g.tolist() for g in groups.values()] == [[0, 2], [1, 4], [3]]
     assert group_indices([]) == {}
-
-
-@pytest.mark.parametrize("sizes, world, expected", [
-    ([16] * 8, 8, [True] * 8),                                   # 128 traces, divisible
-    ([4, 4, 4], 8, [True, True, False]),                          # 12 -> 8: drop the last group
-    ([4, 4, 4, 4, 4], 8, [True, True, True, True, False]),        # 20 -> 16
-    ([16, 16, 12, 4], 32, [True, True, False, False]),            # 32 = 16+16 = 16+12+4: keep the earlier ones
-    ([6, 4, 4], 8, [False, True, True]),                          # only 4+4 = 8 works: the first group goes
-    ([4, 3, 5], 8, [False, True, True]),                          # 3+5 = 8 beats 4 (dropping from the end fails)
-    ([3, 3], 4, [False, False]),                                  # 3, 3, 6: no multiple of 4 but 0
-    ([5, 6], 4, [False, False]),                                  # 5, 6, 11
-    ([3, 5], 4, [True, True]),                                    # 8
-    ([7, 0, 1], 8, [True, True, True]),                           # empty groups stay
-    ([5, 3], 1, [True, True]),
-    ([], 8, []),
-])
-def test_groups_to_keep_for_world_size(sizes, world, expected):
-    assert groups_to_keep_for_world_size(sizes, world) == expected
-
-
-def test_groups_to_keep_matches_brute_force():
-    rng = random.Random(0)
-    for _ in range(400):
-        sizes = [rng.randint(0, 9) for _ in range(rng.randint(0, 7))]
-        world = rng.randint(1, 12)
-        # Brute force: the most traces, then keep earlier groups (lexicographically largest keep vector).
-        best = max(itertools.product([True, False], repeat=len(sizes)),
-                   key=lambda keep: (sum(s for s, k in zip(sizes, keep) if k) % world == 0,
-                                     sum(s for s, k in zip(sizes, keep) if k), keep))
-        got = groups_to_keep_for_world_size(sizes, world)
-        assert got == list(best), (sizes, world)
-        assert sum(s for s, k in zip(sizes, got) if k) % world == 0
-
-
-@pytest.mark.parametrize("world", [0, -8, 2.0, True, None])
-def test_groups_to_keep_rejects_bad_world_size(world):
-    with pytest.raises(ValueError, match="world_size"):
-        groups_to_keep_for_world_size([4, 4], world)
-
-
-def test_groups_to_keep_rejects_negative_sizes():
-    with pytest.raises(ValueError, match=">= 0"):
-        groups_to_keep_for_world_size([4, -1], 2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -432,33 +384,18 @@ def test_select_roc_properties_over_many_groups():
 # ---------------------------------------------------------------------------------------------------------------
 # batch level
 
-def make_batch(groups: list[tuple[str, str, list[tuple[str, float]]]]) -> DataProto:
-    """`groups`: (uid, question, [(response text, reward)]) in batch order. Prompts are the real chat template,
-    left-padded; responses right-padded; the reward sits on the last response token."""
-    tok = build_tokenizer()
-    prompts, responses, rewards, uids = [], [], [], []
+def make_rollout(groups: list[tuple[str, str, list[tuple[str, float]]]]) -> tuple[list, list, list, list]:
+    """(uids, response texts, assistant turns, rewards) of `groups`: (uid, question, [(response text, reward)])
+    in batch order. Turns are counted over the real chat-template prompt and the response."""
+    uids, texts, turns, rewards = [], [], [], []
     for uid, question, traces in groups:
-        p_ids = tok.encode(prompt_text(question), add_special_tokens=False)
+        prompt = prompt_text(question)
         for text, reward in traces:
-            prompts.append(p_ids)
-            responses.append(tok.encode(text, add_special_tokens=False))
-            rewards.append(reward)
             uids.append(uid)
-    size, plen, rlen = len(prompts), max(map(len, prompts)), max(map(len, responses))
-    pad = tok.pad_token_id
-    prompt_t = torch.full((size, plen), pad, dtype=torch.long)
-    response_t = torch.full((size, rlen), pad, dtype=torch.long)
-    mask = torch.zeros(size, plen + rlen, dtype=torch.long)
-    scores = torch.zeros(size, rlen)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        prompt_t[i, plen - len(p):] = torch.tensor(p)
-        response_t[i, : len(r)] = torch.tensor(r)
-        mask[i, plen - len(p): plen + len(r)] = 1
-        scores[i, len(r) - 1] = rewards[i]
-    return DataProto.from_dict(
-        tensors={"prompts": prompt_t, "responses": response_t, "attention_mask": mask,
-                 "input_ids": torch.cat([prompt_t, response_t], dim=1), "token_level_scores": scores},
-        non_tensors={"uid": np.array(uids, dtype=object), "row": np.arange(size)})
+            texts.append(text)
+            turns.append(count_assistant_turns(text, prompt))
+            rewards.append(float(reward))
+    return uids, texts, turns, rewards
 
 
 # Four prompts, eight traces each (rows A: 0-7, B: 8-15, C: 16-23, D: 24-31).
@@ -470,9 +407,9 @@ GROUP_D = [(T_OK, 0), (T_NOTOOL, 0), (T_NOANS, 0), (T_OK, 0), (T_ERR, 0), (T_ERR
            (T_NOTOOL, 0)]
 
 
-def four_groups() -> DataProto:
-    return make_batch([("A", "What is 6*7?", GROUP_A), ("B", "Compute six times seven.", GROUP_B),
-                       ("C", "Find 6*7.", GROUP_C), ("D", "What is 7 times 6, exactly?", GROUP_D)])
+def four_groups():
+    return make_rollout([("A", "What is 6*7?", GROUP_A), ("B", "Compute six times seven.", GROUP_B),
+                         ("C", "Find 6*7.", GROUP_C), ("D", "What is 7 times 6, exactly?", GROUP_D)])
 
 
 RECIPE = dict(do_down_sampling=True, down_sample_to_n=4, reject_equal_reward=True, roc_error_ratio=True,
@@ -498,46 +435,18 @@ EXPECTED_METRICS = {
 }
 
 
-def assert_whole_groups(before: DataProto, after: DataProto, world_size: int):
-    assert len(after) % world_size == 0
-    kept = after.non_tensor_batch["row"].tolist()
-    assert kept == sorted(kept)                                       # row order preserved
-    assert after.non_tensor_batch["uid"].tolist() == before.non_tensor_batch["uid"][kept].tolist()
-    for key in ("prompts", "responses", "attention_mask", "token_level_scores"):
-        assert torch.equal(after.batch[key], before.batch[key][kept])
-
-
-def test_decode_prompt_response_texts_roundtrip():
-    batch = four_groups()
-    prompts, responses = decode_prompt_response_texts(batch, build_tokenizer())
-    texts = [t for group in (GROUP_A, GROUP_B, GROUP_C, GROUP_D) for t, _ in group]
-    assert responses == texts                                         # special tokens kept, padding gone
-    assert prompts[0] == prompt_text("What is 6*7?") and prompts[31] == prompt_text("What is 7 times 6, exactly?")
-    assert prompts[0].endswith("<|im_start|>assistant\n<reason>")
-
-
-def test_decode_prefers_given_texts():
-    batch = make_batch([("A", "q", [(T_OK, 1), (T_ERR, 0)])])
-    batch.non_tensor_batch["response_text"] = np.array([None, "given"], dtype=object)
-    _, responses = decode_prompt_response_texts(batch, build_tokenizer())
-    assert responses == [T_OK, "given"]
-
-
-def test_down_sample_batch_recipe_like():
+def test_select_rows_recipe_like():
     # A: negatives 0 1 3 5 7, positives 2 (TWOANS: 0 + .5), 4 (NOTOOL: .5 + 0), 6 (OK: 0).
     #    z = round(5*4/8 = 2.5) = 2, p = round(1.5) = 2 -> negatives 0, 1; positives 6, then 2 (ties 4, earlier).
     # B, C: all equal, rejected.
     # D: negatives all but 5; z = round(3.5) = 4, p = round(.5) = 0 <= min(1, 1) -> p = 1, z = 3
     #    -> rows 24, 25, 26 and 29.
-    batch = four_groups()
-    out, m = down_sample_batch(batch, build_tokenizer(), DownSamplingConfig(**RECIPE), world_size=4)
-    assert out.non_tensor_batch["row"].tolist() == [0, 1, 2, 6, 24, 25, 26, 29]
-    assert_whole_groups(batch, out, 4)
+    rows, m = select_rows(*four_groups(), DownSamplingConfig(**RECIPE))
+    assert rows == [0, 1, 2, 6, 24, 25, 26, 29]
     for key, value in EXPECTED_METRICS.items():
         assert m[key] == pytest.approx(value), key
     assert m["down_sampling/after_sampling_trace_num"] == 8
     assert m["down_sampling/small_group_dropped_num"] == 0
-    assert m["down_sampling/world_size_dropped_trace_num"] == 0
 
 
 @pytest.mark.parametrize("error_ratio, answer_format, expected_a", [
@@ -545,110 +454,72 @@ def test_down_sample_batch_recipe_like():
     (False, True, [0, 1, 4, 6]),    # 2 -> .5 (two answers over 2 turns), 4 -> 0 (one turn, real count), 6 -> 0
     (False, False, [0, 1, 2, 4]),   # all 0: group order
 ])
-def test_down_sample_batch_penalty_switches(error_ratio, answer_format, expected_a):
+def test_select_rows_penalty_switches(error_ratio, answer_format, expected_a):
     cfg = DownSamplingConfig(**{**RECIPE, "roc_error_ratio": error_ratio, "roc_answer_format": answer_format})
-    out, _ = down_sample_batch(four_groups(), build_tokenizer(), cfg, world_size=1)
-    assert out.non_tensor_batch["row"].tolist() == expected_a + [24, 25, 26, 29]
+    rows, _ = select_rows(*four_groups(), cfg)
+    assert rows == expected_a + [24, 25, 26, 29]
 
 
-def test_down_sample_batch_off_returns_the_batch_and_still_measures():
-    batch = four_groups()
-    out, m = down_sample_batch(batch, build_tokenizer(), DownSamplingConfig(), world_size=8)
-    assert out is batch
+def test_select_rows_off_keeps_everything_and_still_measures():
+    rows, m = select_rows(*four_groups(), DownSamplingConfig())
+    assert rows == list(range(32))
     for key, value in EXPECTED_METRICS.items():
         assert m[key] == pytest.approx(value), key
     assert m["down_sampling/after_sampling_trace_num"] == 32
     # Selection settings without the master switch change nothing either.
-    out, _ = down_sample_batch(batch, build_tokenizer(), DownSamplingConfig(**{**RECIPE, "do_down_sampling": False}),
-                               world_size=8)
-    assert out is batch
+    rows, _ = select_rows(*four_groups(), DownSamplingConfig(**{**RECIPE, "do_down_sampling": False}))
+    assert rows == list(range(32))
 
 
-def test_down_sample_batch_reject_only_and_roc_only():
-    batch = four_groups()
-    tok = build_tokenizer()
+def test_select_rows_reject_only_and_roc_only():
     # Reject-equal only: groups A and D (16 rows) stay.
-    cfg = DownSamplingConfig(do_down_sampling=True, reject_equal_reward=True)
-    out, m = down_sample_batch(batch, tok, cfg, world_size=8)
-    assert out.non_tensor_batch["row"].tolist() == list(range(8)) + list(range(24, 32))
+    rows, m = select_rows(*four_groups(), DownSamplingConfig(do_down_sampling=True, reject_equal_reward=True))
+    assert rows == list(range(8)) + list(range(24, 32))
     assert m["down_sampling/after_sampling_trace_num"] == 16
     # RoC only: the equal groups get 4 each too. B (all positive, penalties OK 0 x4, MIXED .5 x4): rows 8-11.
     # C (all negative): the first 4, rows 16-19.
-    cfg = DownSamplingConfig(**{**RECIPE, "reject_equal_reward": False})
-    out, m = down_sample_batch(batch, tok, cfg, world_size=16)
-    assert out.non_tensor_batch["row"].tolist() == [0, 1, 2, 6, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 29]
+    rows, m = select_rows(*four_groups(), DownSamplingConfig(**{**RECIPE, "reject_equal_reward": False}))
+    assert rows == [0, 1, 2, 6, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 29]
     assert m["down_sampling/after_sampling_trace_num"] == 16
 
 
-def test_down_sample_batch_drops_whole_trailing_groups_for_world_size():
-    # Three mixed groups of 8 -> 4 each = 12 traces; world size 8 -> the last group goes, not half of it.
-    batch = make_batch([("A", "a", GROUP_A), ("D", "d", GROUP_D), ("E", "e", GROUP_A)])
-    out, m = down_sample_batch(batch, build_tokenizer(), DownSamplingConfig(**RECIPE), world_size=8)
-    assert out.non_tensor_batch["row"].tolist() == [0, 1, 2, 6, 8, 9, 10, 13]
-    assert_whole_groups(batch, out, 8)
-    assert m["down_sampling/world_size_dropped_trace_num"] == 4
-    assert m["down_sampling/after_sampling_trace_num"] == 8
-
-
-def test_down_sample_batch_uneven_groups_without_roc():
-    # No RoC (n = -1): groups of 6, 4, 4 mixed traces (14). World size 8: only 4 + 4 works, so the 6 goes.
+def test_select_rows_keeps_uneven_groups_whole_without_roc():
+    # No RoC (n = -1): groups of 6, 4, 4 mixed traces (14) all stay; verl pads the batch to its world size.
     six = [(T_OK, 1), (T_ERR, 0)] * 3
     four = [(T_OK, 1), (T_ERR, 0)] * 2
-    batch = make_batch([("P", "p", six), ("Q", "q", four), ("R", "r", four)])
-    cfg = DownSamplingConfig(do_down_sampling=True, reject_equal_reward=True)
-    out, m = down_sample_batch(batch, build_tokenizer(), cfg, world_size=8)
-    assert out.non_tensor_batch["row"].tolist() == list(range(6, 14))
-    assert_whole_groups(batch, out, 8)
-    assert m["down_sampling/world_size_dropped_trace_num"] == 6
-    # World size 2: 14 is even, everything stays (the batch object itself).
-    out, _ = down_sample_batch(batch, build_tokenizer(), cfg, world_size=2)
-    assert out is batch
+    rows, _ = select_rows(*make_rollout([("P", "p", six), ("Q", "q", four), ("R", "r", four)]),
+                          DownSamplingConfig(do_down_sampling=True, reject_equal_reward=True))
+    assert rows == list(range(14))
 
 
-def test_down_sample_batch_sizes_that_cannot_combine(caplog):
-    # Two groups of 3 with world size 4: 3, 3, 6 are not multiples of 4, so nothing can be kept whole.
-    three = [(T_OK, 1), (T_ERR, 0), (T_NOTOOL, 0)]
-    batch = make_batch([("P", "p", three), ("Q", "q", three)])
-    cfg = DownSamplingConfig(do_down_sampling=True, reject_equal_reward=True)
-    with caplog.at_level(logging.WARNING, logger="rstar2_agent.down_sample.batch"):
-        out, m = down_sample_batch(batch, build_tokenizer(), cfg, world_size=4)
-    assert out is None
-    assert m["down_sampling/after_sampling_trace_num"] == 0
-    assert m["down_sampling/world_size_dropped_trace_num"] == 6
-    assert "multiple of world_size=4" in caplog.text and "[3, 3]" in caplog.text
-
-
-def test_down_sample_batch_drops_groups_smaller_than_n():
+def test_select_rows_drops_groups_smaller_than_n():
     # n = 4; group S has only 3 traces (mixed) and is dropped; A keeps its 4.
     small = [(T_OK, 1), (T_ERR, 0), (T_NOTOOL, 0)]
-    batch = make_batch([("A", "a", GROUP_A), ("S", "s", small)])
-    out, m = down_sample_batch(batch, build_tokenizer(), DownSamplingConfig(**RECIPE), world_size=4)
-    assert out.non_tensor_batch["row"].tolist() == [0, 1, 2, 6]
+    rows, m = select_rows(*make_rollout([("A", "a", GROUP_A), ("S", "s", small)]), DownSamplingConfig(**RECIPE))
+    assert rows == [0, 1, 2, 6]
     assert m["down_sampling/small_group_dropped_num"] == 1
 
 
-def test_down_sample_batch_nothing_left_is_none():
-    batch = make_batch([("B", "b", GROUP_B), ("C", "c", GROUP_C)])
-    out, m = down_sample_batch(batch, build_tokenizer(), DownSamplingConfig(**RECIPE), world_size=8)
-    assert out is None
+def test_select_rows_nothing_left_is_none():
+    rows, m = select_rows(*make_rollout([("B", "b", GROUP_B), ("C", "c", GROUP_C)]), DownSamplingConfig(**RECIPE))
+    assert rows is None
     assert m["down_sampling/after_sampling_trace_num"] == 0
     assert m["reject_equal_reward/solve_equal_total_ratio"] == 1.0
 
 
-def test_down_sample_batch_groups_need_not_be_contiguous():
+def test_select_rows_groups_need_not_be_contiguous():
     # Rows alternate between A and D (A on even rows). Same selection as before, mapped to the new rows:
     # A's traces 0 1 2 6 -> rows 0 2 4 12; D's 0 1 2 5 -> rows 1 3 5 11.
-    batch = four_groups()
     order = [i for pair in zip(range(0, 8), range(24, 32)) for i in pair]
-    mixed = batch.select_idxs(np.array(order))
-    mixed.non_tensor_batch["row"] = np.arange(16)
-    out, _ = down_sample_batch(mixed, build_tokenizer(), DownSamplingConfig(**RECIPE), world_size=8)
-    assert out.non_tensor_batch["row"].tolist() == [0, 1, 2, 3, 4, 5, 11, 12]
+    mixed = [[column[i] for i in order] for column in four_groups()]
+    rows, _ = select_rows(*mixed, DownSamplingConfig(**RECIPE))
+    assert rows == [0, 1, 2, 3, 4, 5, 11, 12]
 
 
-def test_down_sample_batch_bad_world_size():
-    with pytest.raises(ValueError, match="world_size"):
-        down_sample_batch(four_groups(), build_tokenizer(), DownSamplingConfig(), world_size=0)
+def test_select_rows_refuses_columns_of_different_lengths():
+    uids, texts, turns, rewards = four_groups()
+    with pytest.raises(ValueError, match="32 uids but 31 texts"):
+        select_rows(uids, texts[:-1], turns, rewards, DownSamplingConfig())
 
 
 # ---------------------------------------------------------------------------------------------------------------

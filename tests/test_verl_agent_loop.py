@@ -81,6 +81,11 @@ async def test_registered_instantiated_by_hydra_and_runs_real_tools(tool_config)
     assert server.requests[1][2]["max_tokens"] < 300  # one budget for the whole trajectory
     batch = out.as_dict()
     assert batch["response_mask"].sum().item() == sum(out.response_mask)
+    # the loss mask travels to verl's reward loop as spans (verl sends the reward no response_mask)
+    from rstar2_agent.reward.verl_manager import spans_to_mask
+
+    assert spans_to_mask(out.extra_fields["model_spans"], len(out.response_mask)).long().tolist() == out.response_mask
+    assert len(out.extra_fields["model_spans"]) == 2  # two model turns around one tool turn
 
 
 def test_tool_turn_format_is_shared_across_trajectories():

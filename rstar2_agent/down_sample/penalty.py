@@ -122,8 +122,8 @@ def answer_format_penalty(response_text: str, num_assistant_turns: int | None = 
     full prompt+response text instead is not an option here: our system and user prompts quote the tags
     (``<answer> answer here </answer>``), which rule 2 would see. Hence the extra argument: tag counts come from
     the response, and the caller passes the real number of assistant turns, for example
-    ``count_assistant_turns(response, prompt)``, which is what :func:`~rstar2_agent.down_sample.down_sample_batch`
-    does. Leave it ``None`` to reproduce upstream exactly.
+    ``count_assistant_turns(response, prompt)`` (:func:`~rstar2_agent.trainer.selection.rows_to_keep` passes the
+    generation header for the prompt). Leave it ``None`` to reproduce upstream exactly.
 
     Worked example: a one-turn answer with no tool call. Upstream's count sees no turn (1.0); with the real
     count of 1 turn and one answer, the penalty is 0. Two answers over two turns cost (2-1)/2 = 0.5.

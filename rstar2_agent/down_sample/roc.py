@@ -87,7 +87,7 @@ def select_roc(rewards: Sequence[float] | np.ndarray, penalties: Sequence[float]
 
     * ``n <= 0``: no selection, every index is returned (the minimums are not checked).
     * The group has at most ``n`` traces: returned whole. (Upstream drops a group smaller than ``n``; this
-      function leaves that to the caller, and :func:`~rstar2_agent.down_sample.down_sample_batch` drops it.)
+      function leaves that to the caller, and :func:`~rstar2_agent.down_sample.select_rows` drops it.)
     * Otherwise exactly ``n`` indices: ``z`` negatives and ``p`` positives with the quotas of
       :func:`roc_quotas` (the group's ratio, at least ``min_neg`` negatives and ``min_pos`` positives where the
       group has them, and a repair where rounding misses ``n`` by one). The negatives are the first ``z`` in

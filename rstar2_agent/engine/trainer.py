@@ -4,7 +4,7 @@ One step (`train_step`), for `data.train_batch_size` prompts and `actor_rollout_
 
     rollout   AgentLoop (rstar2_agent.rollout) x BatchingGenerator, tools on the code judge
     reward    RewardPool (rstar2_agent.reward) on the model-written text (decode_model_text, as the verl manager)
-    RoC       rows_to_keep (rstar2_agent.trainer.hook, what the verl trainer hook calls): reject equal-reward
+    RoC       rows_to_keep (rstar2_agent.trainer.selection, what the verl trainer calls): reject equal-reward
               groups, keep negatives, keep the cleanest positives, down to `down_sample_to_n` per group
     update    verl's GRPO advantage and policy loss (rstar2_agent.engine.update), on the kept traces: one
               on-policy step per rollout, so the clip is inactive (REINFORCE with group-normalised advantages)
@@ -211,8 +211,7 @@ class CPUTrainer:
         futures = []
         for s in items:
             ids = torch.tensor(s.trajectory.response_ids, dtype=torch.long)
-            text = decode_model_text(self.tokenizer, ids, torch.ones_like(ids, dtype=torch.bool),
-                                     torch.tensor(s.trajectory.response_mask))
+            text = decode_model_text(self.tokenizer, ids, torch.tensor(s.trajectory.response_mask))
             future = self.reward_pool.submit(text, s.task.answer)
             future.add_done_callback(lambda _: bar.update(1))
             futures.append(future)
@@ -227,15 +226,13 @@ class CPUTrainer:
                         s.uid) for s in items]
 
     def _keep(self, items: list[Scored]) -> tuple[list[Scored], dict[str, float]]:
-        """GRPO-RoC's choice of traces, by the very function the verl trainer hook calls."""
-        from rstar2_agent.trainer.hook import rows_to_keep
+        """GRPO-RoC's choice of traces, by the very function the verl trainer calls."""
+        from rstar2_agent.trainer.selection import rows_to_keep
 
         if not self.down_sampling.do_down_sampling:
             return items, {}
-        scores = [[0.0] * (max(len(s.trajectory.response_ids), 1) - 1) + [s.reward] for s in items]
-        kept, metrics = rows_to_keep([s.uid for s in items], [s.trajectory.prompt_ids for s in items],
-                                     [s.trajectory.response_ids for s in items], scores, self.tokenizer,
-                                     self.down_sampling)
+        kept, metrics = rows_to_keep([s.uid for s in items], [s.trajectory.response_ids for s in items],
+                                     [s.reward for s in items], self.tokenizer, self.down_sampling)
         return ([] if kept is None else [items[i] for i in kept]), metrics
 
     def _update(self, kept: list[Scored]) -> dict[str, float]:

@@ -14,10 +14,13 @@ with this file's path and ``name=CodeJudgeRewardManager``).
 
 What is scored, per sample:
 
-* Only model text. If the batch has ``response_mask`` (the agent loop sets it; tool-output tokens are
-  0), only tokens with mask 1 are decoded, one contiguous span at a time. Otherwise all valid tokens are
-  decoded and ``<tool_response>`` blocks are removed. Either way a ``\\boxed{}`` printed by a tool
-  never counts.
+* Only model text: the tokens the model wrote are decoded, one contiguous span at a time, and tool
+  output never is, so a ``\\boxed{}`` printed by a tool (even after a forged ``</tool_response>``) never
+  counts. Which tokens the model wrote comes from, first match wins (:func:`model_token_mask`):
+  ``batch["response_mask"]`` (CPU engine, batch API); the ``model_spans`` extra field of our agent loop,
+  which verl's reward loop passes as ``non_tensor_batch["tool_extra_fields"]`` (verl 0.9.1 sends no
+  ``response_mask`` there); or, for a single-turn trajectory (``__num_turns__`` <= 2, no tool turn), every
+  token. Anything else is refused with an error rather than guessed from the text.
 * The score (1.0/0.0 from :func:`rstar2_agent.reward.compute_score`, run in a
   :class:`~rstar2_agent.reward.pool.RewardPool` with a hard per-item timeout) is written into a zero
   tensor shaped like ``responses``, at the index of that sample's last valid response token.
@@ -44,9 +47,9 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from verl.workers.reward_manager import register as register_batch_manager
 from verl.workers.reward_manager.abstract import AbstractRewardManager
 
-from rstar2_agent.reward.extract import strip_tool_responses
 from rstar2_agent.cores import usable_cores
 from rstar2_agent.reward.pool import DEFAULT_SCORE_FN, RewardPool, RewardPoolBrokenError
+from rstar2_agent.rollout.core import MODEL_SPANS
 
 __all__ = [
     "CodeJudgeRewardManager",
@@ -54,6 +57,7 @@ __all__ = [
     "last_valid_index",
     "model_token_spans",
     "decode_model_text",
+    "model_token_mask",
     "ground_truth_at",
     "place_scores",
 ]
@@ -105,21 +109,45 @@ def model_token_spans(ids: torch.Tensor, keep: torch.Tensor) -> list[list[int]]:
     return spans
 
 
-def decode_model_text(
-    tokenizer: Any, ids: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor | None
-) -> str:
-    """Decode the text the model wrote in one response row.
+def decode_model_text(tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor) -> str:
+    """Decode the text the model wrote in one response row: the tokens where ``keep`` is true, span by span,
+    joined by a newline so text on both sides of a tool turn cannot fuse into a new box."""
+    spans = model_token_spans(ids, keep.bool())
+    return SPAN_SEPARATOR.join(tokenizer.decode(span, skip_special_tokens=True) for span in spans)
 
-    With ``response_mask``, only tokens that are valid and have mask 1 are decoded, span by span
-    (joined by a newline so text on both sides of a tool turn cannot fuse into a new box). Without
-    it, all valid tokens are decoded and ``<tool_response>`` blocks are removed.
+
+def spans_to_mask(spans: Sequence[Sequence[int]], width: int) -> torch.Tensor:
+    """Bool mask of ``width`` positions, true inside the ``[start, end)`` spans.
+
+    >>> spans_to_mask([[0, 2], [3, 4]], 5).tolist()
+    [True, True, False, True, False]
     """
-    if response_mask is not None:
-        keep = valid & response_mask.bool()
-        spans = model_token_spans(ids, keep)
-        return SPAN_SEPARATOR.join(tokenizer.decode(span, skip_special_tokens=True) for span in spans)
-    text = tokenizer.decode(ids[valid].tolist(), skip_special_tokens=True)
-    return strip_tool_responses(text)
+    mask = torch.zeros(width, dtype=torch.bool)
+    for start, end in spans:
+        mask[int(start):int(end)] = True
+    return mask
+
+
+def model_token_mask(data: DataProto, row: int) -> torch.Tensor:
+    """Which response positions of ``row`` the model wrote (bool, ``responses``' width); see the module doc.
+
+    Raises ValueError when the batch cannot tell model text from tool output.
+    """
+    width = data.batch["responses"].shape[-1]
+    if "response_mask" in data.batch.keys():
+        return data.batch["response_mask"][row].bool()
+    extra = data.non_tensor_batch.get("tool_extra_fields")
+    fields = extra[row] if extra is not None else None
+    if isinstance(fields, dict) and MODEL_SPANS in fields:
+        return spans_to_mask(fields[MODEL_SPANS], width)
+    turns = data.non_tensor_batch.get("__num_turns__")
+    if turns is not None and int(turns[row]) <= 2:
+        return torch.ones(width, dtype=torch.bool)
+    raise ValueError(
+        "code_judge reward: cannot tell the model's text from tool output in this batch (no response_mask, no "
+        f"{MODEL_SPANS!r} in tool_extra_fields, not a single-turn trajectory). Roll out with the rstar2_agent "
+        "agent loop, or pass response_mask."
+    )
 
 
 def ground_truth_at(data: DataProto, index: int) -> str:
@@ -232,7 +260,6 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
         """Per row: the model's text, the ground truth, and the last valid response index (or None)."""
         valid = response_valid_mask(data)
         responses = data.batch["responses"]
-        masks = data.batch["response_mask"] if "response_mask" in data.batch.keys() else None
         texts, truths, positions = [], [], []
         for row in range(len(data)):
             position = last_valid_index(valid[row])
@@ -241,8 +268,8 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
             if position is None:
                 texts.append("")
                 continue
-            mask_row = masks[row] if masks is not None else None
-            texts.append(decode_model_text(self.tokenizer, responses[row], valid[row], mask_row))
+            keep = valid[row] & model_token_mask(data, row)
+            texts.append(decode_model_text(self.tokenizer, responses[row], keep))
         return texts, truths, positions
 
     # ---- reward-loop API (verl 0.9.1 trainer) ---------------------------------------------------

@@ -9,6 +9,8 @@ One trajectory:
 - The trajectory always ends on a model turn: a tool turn is appended only if at least one token of budget
   is left after it, and never after the last allowed assistant turn.
 - Token-in-token-out: generated ids are kept as they are, never decoded and re-encoded.
+- Decoding, parsing and encoding run in worker threads, so that one event loop can drive thousands of
+  trajectories (verl runs every trajectory of an agent-loop worker on one loop).
 
 Example (shapes): a 20-token prompt, a 30-token model turn with a tool call, a 25-token tool turn and a
 12-token answer give prompt_ids[20], response_ids[67], response_mask = [1]*30 + [0]*25 + [1]*12.
@@ -27,6 +29,8 @@ from rstar2_agent.tools import Tool, ToolCall, ToolCallError, ToolResult, parse_
 from rstar2_agent.tools.base import failure_text
 
 TRUNCATE_SIDES = ("left", "right", "middle")
+#: the trajectory's extra field with its model-written spans (`Trajectory.model_spans`), read by the reward
+MODEL_SPANS = "model_spans"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +89,27 @@ class Trajectory:
         """User prompt + assistant turns + tool turns, as verl counts them."""
         return 1 + self.stats.assistant_turns + self.tool_turns
 
+    @property
+    def model_spans(self) -> list[list[int]]:
+        """`[start, end)` response positions of the model-written runs (mask 1); see `mask_spans`."""
+        return mask_spans(self.response_mask)
+
+
+def mask_spans(mask: Sequence[int]) -> list[list[int]]:
+    """The `[start, end)` runs where `mask` is 1: a compact form of the loss mask that travels with a trajectory
+    where verl does not pass `response_mask` on (its reward loop sees only the agent loop's extra fields).
+
+    >>> mask_spans([1, 1, 0, 0, 0, 1]), mask_spans([0, 0]), mask_spans([])
+    ([[0, 2], [5, 6]], [], [])
+    """
+    spans: list[list[int]] = []
+    for position, bit in enumerate(mask):
+        if bit and spans and spans[-1][1] == position:
+            spans[-1][1] = position + 1
+        elif bit:
+            spans.append([position, position + 1])
+    return spans
+
 
 def truncate(text: str, limit: int, side: str) -> str:
     """Cut a tool response to `limit` characters, saying so.
@@ -130,7 +155,7 @@ class AgentLoop:
 
     async def run_tools(self, text: str, history: list[ToolCall], stats: TrajectoryStats) -> list[str]:
         """Parse one model turn and run its calls concurrently; one response text per parsed item, in order."""
-        items = parse_tool_calls(text, tool_names=None)
+        items = await asyncio.to_thread(parse_tool_calls, text, tool_names=None)
         limit = self.config.max_parallel_calls
         run, skipped = items[:limit], items[limit:]
         start = time.perf_counter()
@@ -170,7 +195,7 @@ class AgentLoop:
             if len(mask) >= cfg.response_length:
                 stats.finish_reason = "length"
                 break
-            text = self.tokenizer.decode(new_ids, skip_special_tokens=False)
+            text = await asyncio.to_thread(self.tokenizer.decode, new_ids, skip_special_tokens=False)
             if "<tool_call>" not in text and "</tool_call>" not in text:
                 stats.finish_reason = "stop"
                 break
@@ -179,7 +204,7 @@ class AgentLoop:
                 break
             outputs = await self.run_tools(text, history, stats)
             emitted_eos = bool(new_ids) and new_ids[-1] == self.tool_turns.eos_id
-            tool_ids = self.tool_turns.ids(outputs, model_emitted_eos=emitted_eos)
+            tool_ids = await asyncio.to_thread(self.tool_turns.ids, outputs, model_emitted_eos=emitted_eos)
             if len(mask) + len(tool_ids) >= cfg.response_length:
                 stats.finish_reason = "tool_response_too_long"
                 break

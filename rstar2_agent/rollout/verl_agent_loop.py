@@ -5,6 +5,15 @@ on GPUs, or our CPU engine's stand-in), the tokenizer (its `chat_template` alrea
 `actor_rollout_ref.model.custom_chat_template`) and the tools loaded from
 `actor_rollout_ref.rollout.multi_turn.tool_config_path`. Dataset rows select it with `agent_name: rstar2_agent`.
 Loop settings come from `actor_rollout_ref.rollout.multi_turn.*` and `rollout.response_length`.
+
+What the output's `extra_fields` carry, and who reads them:
+- the server's own fields (`global_steps`, `min_global_steps`, `max_global_steps`, ...) merged over the turns
+  (`merge_server_fields`): verl tags each TransferQueue row with the weight versions that generated it and
+  its metrics step reads them as integers;
+- `model_spans` (`MODEL_SPANS`): the `[start, end)` response positions the model wrote. verl hands the reward
+  loop only `extra_fields` (as `tool_extra_fields`), not `response_mask`, and the `code_judge` reward scores
+  only these spans, so nothing a tool printed can count as the answer;
+- our tool counters and the finish reason, for the trainer's rollout metrics.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from typing import Any, Sequence
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
-from rstar2_agent.rollout.core import AgentLoop, Generation, LoopConfig
+from rstar2_agent.rollout.core import MODEL_SPANS, AgentLoop, Generation, LoopConfig
 from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template, render
 from rstar2_agent.tools import ToolCall, ToolResult
 
@@ -39,6 +48,24 @@ class VerlToolBridge:
             await self.base.release(instance_id)
         success = (metrics or {}).get("success", not (response.text or "").startswith("Tool call failure"))
         return ToolResult(text=response.text or "", success=bool(success))
+
+
+def merge_server_fields(merged: dict, turn: dict) -> dict:
+    """Fold one turn's server `extra_fields` into the trajectory's: the first turn's values, except that the
+    weight versions span all turns (the earliest `min_global_steps`, the latest `max_global_steps`).
+
+    >>> merge_server_fields({"global_steps": 3, "min_global_steps": 3, "max_global_steps": 3},
+    ...                     {"global_steps": 4, "min_global_steps": 4, "max_global_steps": 4})
+    {'global_steps': 3, 'min_global_steps': 3, 'max_global_steps': 4}
+    """
+    if not merged:
+        return dict(turn)
+    merged = {**turn, **merged}
+    for key, pick in (("min_global_steps", min), ("max_global_steps", max)):
+        values = [v for v in (merged.get(key), turn.get(key)) if v is not None]
+        if values:
+            merged[key] = pick(values)
+    return merged
 
 
 _TOOL_TURNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -75,15 +102,20 @@ class RStar2AgentLoop(AgentLoopBase):
         self.core = AgentLoop(self.tokenizer, self.bridged, loop_config_from_verl(self.rollout_config),
                               tool_turn_format(self.tokenizer, self.template))
 
-    async def _generate(self, request_id: str, token_ids: list[int], sampling_params: dict[str, Any]) -> Generation:
-        out = await self.server_manager.generate(request_id, prompt_ids=token_ids, sampling_params=sampling_params)
-        return Generation(token_ids=list(out.token_ids), log_probs=out.log_probs)
-
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
         text = render(self.tokenizer, messages, self.template, tools=self.tool_schemas, add_generation_prompt=True)
-        prompt_ids = self._cap_text_prompt_length(self.tokenizer.encode(text, add_special_tokens=False))
-        traj = await self.core.run(prompt_ids, self._generate, sampling_params, request_id=uuid.uuid4().hex)
+        prompt_ids = self._cap_text_prompt_length(
+            await self.loop.run_in_executor(None, lambda: self.tokenizer.encode(text, add_special_tokens=False)))
+        server_fields: dict = {}
+
+        async def generate(request_id: str, token_ids: list[int], params: dict[str, Any]) -> Generation:
+            nonlocal server_fields
+            out = await self.server_manager.generate(request_id, prompt_ids=token_ids, sampling_params=params)
+            server_fields = merge_server_fields(server_fields, out.extra_fields or {})
+            return Generation(token_ids=list(out.token_ids), log_probs=out.log_probs)
+
+        traj = await self.core.run(prompt_ids, generate, sampling_params, request_id=uuid.uuid4().hex)
         s = traj.stats
         return AgentLoopOutput(
             prompt_ids=traj.prompt_ids,
@@ -93,6 +125,8 @@ class RStar2AgentLoop(AgentLoopBase):
             num_turns=traj.num_turns,
             metrics=AgentLoopMetrics(generate_sequences=s.generation_s, tool_calls=s.tool_latency_s),
             extra_fields={
+                **server_fields,
+                MODEL_SPANS: traj.model_spans,
                 "tool_call_count": s.tool_calls,
                 "tool_error_count": s.tool_errors,
                 "parse_error_count": s.parse_errors,

@@ -1,61 +1,55 @@
-"""From a scored rollout, in plain lists, to the rows GRPO-RoC keeps. No verl trainer or TransferQueue here.
+"""From a scored rollout, as verl's V1 trainer stores it, to the rows GRPO-RoC keeps and the rollout metrics.
 
-verl's V1 trainer keeps a step's samples in TransferQueue and passes the trainer only their keys; the trainer
-subclass (`roc_trainer.py`) fetches these fields for the keys and asks `rows_to_keep` which to keep:
+No verl trainer or TransferQueue here; `roc_trainer.py` fetches these fields for a step's keys and calls:
 
-    uids       ["p", "p", "q", "q"]                 the prompt group of each trace
-    prompts    [[ids...], ...]                      prompt token ids, unpadded
-    responses  [[ids...], ...]                      response token ids, unpadded
-    scores     [[0.0, ..., 1.0], ...]               token-level reward (rm_scores); a trace's reward is its sum
+    uids          ["p", "p", "q", "q"]                   the prompt group of each trace
+    responses     [[ids...], ...]                        response token ids, unpadded (tool turns included)
+    rewards       [1.0, 0.0, 0.0, 0.0]                   a trace's reward: the sum of its rm_scores row
+    extra_fields  [{"tool_call_count": 1, ...}, ...]     what our agent loop put in `AgentLoopOutput.extra_fields`
 
-It builds the `DataProto` that `rstar2_agent.down_sample.down_sample_batch` works on (prompt and response
-right-padded, attention mask from the lengths) with each row's position attached, so the kept positions can
-be mapped back to TransferQueue keys. World-size divisibility is left to verl, which pads the batch with
-padding sequences right after this step (`_balance_batch`), so whole groups are never dropped for it here.
+Only the responses are decoded, never the prompts: every trajectory's prompt ends with the header of its first
+assistant turn, so turns are counted on `GENERATION_HEADER + response` (`count_assistant_turns`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Optional, Sequence
 
-import numpy as np
-import torch
+from rstar2_agent.down_sample import DownSamplingConfig, count_assistant_turns, select_rows
 
-from rstar2_agent.down_sample.batch import DownSamplingConfig, down_sample_batch
-
-
-def _pad(rows: Sequence[Sequence[float]], dtype, pad, width: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad (or cut) rows to `width` (default: the longest row); returns the tensor and its mask."""
-    width = width or max(1, max((len(r) for r in rows), default=0))
-    out = torch.full((len(rows), width), pad, dtype=dtype)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        r = list(r)[:width]
-        out[i, : len(r)] = torch.as_tensor(r, dtype=dtype)
-        mask[i, : len(r)] = 1
-    return out, mask
+GENERATION_HEADER = "<|im_start|>assistant\n"
 
 
-def build_batch(uids: Sequence[str], prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                scores: Sequence[Sequence[float]], pad_token_id: int):
-    from tensordict import TensorDict
-    from verl.protocol import DataProto
-
-    prompt_ids, prompt_mask = _pad(prompts, torch.long, pad_token_id)
-    response_ids, response_mask = _pad(responses, torch.long, pad_token_id)
-    token_scores, _ = _pad(scores, torch.float32, 0.0, width=response_ids.shape[1])
-    tensors = TensorDict({"prompts": prompt_ids, "responses": response_ids,
-                          "attention_mask": torch.cat([prompt_mask, response_mask], dim=1),
-                          "token_level_scores": token_scores}, batch_size=len(uids))
-    non_tensors = {"uid": np.array(list(uids), dtype=object), "row": np.arange(len(uids))}
-    return DataProto(batch=tensors, non_tensor_batch=non_tensors)
-
-
-def rows_to_keep(uids, prompts, responses, scores, tokenizer,
+def rows_to_keep(uids: Sequence[str], responses: Sequence[Sequence[int]], rewards: Sequence[float], tokenizer,
                  cfg: DownSamplingConfig) -> tuple[Optional[list[int]], dict[str, float]]:
-    """Positions (in input order) that GRPO-RoC keeps, or None when nothing is left; plus the metrics."""
-    batch = build_batch(uids, prompts, responses, scores, tokenizer.pad_token_id)
-    kept, metrics = down_sample_batch(batch, tokenizer, cfg, world_size=1)
-    if kept is None:
-        return None, metrics
-    return [int(i) for i in kept.non_tensor_batch["row"]], metrics
+    """Positions (ascending) that GRPO-RoC keeps, or None when nothing is left; plus the selection metrics."""
+    texts = tokenizer.batch_decode([list(r) for r in responses], skip_special_tokens=False,
+                                   clean_up_tokenization_spaces=False)
+    turns = [count_assistant_turns(text, GENERATION_HEADER) for text in texts]
+    return select_rows(uids, texts, turns, rewards, cfg)
+
+
+def rollout_metrics(extra_fields: Sequence[dict]) -> dict[str, float]:
+    """Tool and finish-reason rates of a step from the agent loop's per-trajectory counters.
+
+    A judge that dies mid-run shows here as a jump in `rollout/tool_error_ratio`, long before the reward falls.
+
+    >>> m = rollout_metrics([{"tool_call_count": 2, "tool_error_count": 1, "finish_reason": "stop"},
+    ...                      {"tool_call_count": 0, "tool_error_count": 0, "finish_reason": "length"}])
+    >>> m["rollout/tool_calls_mean"], m["rollout/tool_error_ratio"], m["rollout/finish_reason/length"]
+    (1.0, 0.5, 0.5)
+    """
+    fields = [f for f in extra_fields if isinstance(f, dict)]
+    if not fields:
+        return {}
+    n = len(fields)
+    calls = sum(int(f.get("tool_call_count", 0)) for f in fields)
+    metrics = {
+        "rollout/tool_calls_mean": calls / n,
+        "rollout/tool_error_ratio": sum(int(f.get("tool_error_count", 0)) for f in fields) / calls if calls else 0.0,
+        "rollout/parse_errors_mean": sum(int(f.get("parse_error_count", 0)) for f in fields) / n,
+    }
+    for reason, count in Counter(str(f.get("finish_reason") or "unknown") for f in fields).items():
+        metrics[f"rollout/finish_reason/{reason}"] = count / n
+    return metrics
