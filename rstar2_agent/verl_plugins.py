@@ -41,6 +41,7 @@ def register_resolvers() -> None:
 
 register_resolvers()
 
+import rstar2_agent.verl_cpu.register  # noqa: E402,F401 - registers platform "cpu" (if VERL_PLATFORM=cpu), rollout "hf_cpu"
 import rstar2_agent.reward.verl_manager  # noqa: E402,F401 - registers "code_judge"
 import rstar2_agent.rollout.verl_agent_loop  # noqa: E402,F401 - registers "rstar2_agent"
 import rstar2_agent.tools.verl_parser  # noqa: E402,F401 - registers "rstar2_agent_hermes"
