@@ -620,6 +620,35 @@ async def test_verl_python_tool_runs_on_the_judge(judge_url):
         await tool.aclose()
 
 
+def test_verl_tool_closes_the_client_of_a_loop_it_leaves(judge_url):
+    """A tool used from a second event loop makes a new judge client there and closes the first one on its own
+    loop (a client's batcher task and connections belong to the loop that made them)."""
+    import threading
+
+    _verl()
+    from rstar2_agent.tools.verl_tools import VerlPythonTool
+
+    tool = VerlPythonTool({"type": "native", "url": judge_url})
+    first_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=first_loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        run = asyncio.run_coroutine_threadsafe(tool.rstar2_tool.execute({"code": "print(1)", "input": ""}), first_loop)
+        assert run.result(timeout=60).success
+        first = tool._client
+
+        async def elsewhere():
+            result = await tool.rstar2_tool.execute({"code": "print(2)", "input": ""})
+            await asyncio.sleep(0.2)  # let the first loop run the close
+            return result
+
+        assert asyncio.run(elsewhere()).success
+        assert tool._client is not first and first._closed
+    finally:
+        first_loop.call_soon_threadsafe(first_loop.stop)
+        thread.join(timeout=10)
+
+
 async def test_verl_jupyter_tool_history_from_agent_data(judge_url):
     _verl()
     from rstar2_agent.tools.verl_tools import VerlJupyterTool

@@ -94,3 +94,18 @@ def test_tool_turn_format_is_shared_across_trajectories():
     first = tool_turn_format(TOK, TOK.chat_template)
     assert tool_turn_format(TOK, TOK.chat_template) is first
     assert tool_turn_format(TOK, TOK.chat_template + " ") is not first
+
+
+def test_only_our_tools_run_in_our_loop(tool_config):
+    """verl loads the yaml's tools; ours carry their `Tool` view, anything else is refused by name."""
+    from verl.tools.base_tool import BaseTool
+    from verl.tools.schemas import OpenAIFunctionToolSchema
+
+    from rstar2_agent.rollout.verl_agent_loop import loop_tools
+
+    ours = load_all_tools(tool_config_path=tool_config, function_tool_path=None)
+    assert list(loop_tools(ours)) == ["python_code_with_standard_io"]
+    schema = OpenAIFunctionToolSchema.model_validate(
+        {"type": "function", "function": {"name": "search", "description": "d", "parameters": {"type": "object", "properties": {}}}})
+    with pytest.raises(TypeError, match="'search'.*not an rstar2_agent tool"):
+        loop_tools([BaseTool({}, schema)])

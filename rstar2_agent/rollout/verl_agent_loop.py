@@ -20,34 +20,28 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from typing import Any, Sequence
+from typing import Any
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from rstar2_agent.rollout.core import MODEL_SPANS, AgentLoop, Generation, LoopConfig
 from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template, render
-from rstar2_agent.tools import ToolCall, ToolResult
+from rstar2_agent.tools import Tool
 
 
-class VerlToolBridge:
-    """Our `Tool` protocol on top of a verl `BaseTool` (create / execute / release)."""
-
-    def __init__(self, base_tool):
-        self.base = base_tool
-        self.name = base_tool.name
-        self.schema = base_tool.tool_schema.model_dump(exclude_unset=True, exclude_none=True)
-
-    async def execute(self, arguments: dict, history: Sequence[ToolCall] = ()) -> ToolResult:
-        inner = getattr(self.base, "rstar2_tool", None)  # our own tools: skip verl's instance bookkeeping
-        if inner is not None:
-            return await inner.execute(arguments, history)
-        instance_id, _ = await self.base.create()
-        try:
-            response, _, metrics = await self.base.execute(instance_id, arguments)
-        finally:
-            await self.base.release(instance_id)
-        success = (metrics or {}).get("success", not (response.text or "").startswith("Tool call failure"))
-        return ToolResult(text=response.text or "", success=bool(success))
+def loop_tools(verl_tools) -> dict[str, Tool]:
+    """Our `Tool` view of each tool verl loaded from the tool yaml (`rstar2_agent.tools.verl_tools` classes carry
+    it as `rstar2_tool`), by name. Other verl tools are refused: this loop runs our tools only, which take the
+    trajectory's call history and report failures the way RoC counts them."""
+    tools = {}
+    for tool in verl_tools:
+        inner = getattr(tool, "rstar2_tool", None)
+        if inner is None:
+            raise TypeError(f"tool {tool.name!r} ({type(tool).__module__}.{type(tool).__qualname__}) is not an "
+                            "rstar2_agent tool; the rstar2_agent agent loop runs rstar2_agent.tools.verl_tools."
+                            "VerlPythonTool or VerlJupyterTool (use verl's tool_agent loop for other tools)")
+        tools[tool.name] = inner
+    return tools
 
 
 def merge_server_fields(merged: dict, turn: dict) -> dict:
@@ -95,11 +89,10 @@ def loop_config_from_verl(rollout_config) -> LoopConfig:
 class RStar2AgentLoop(AgentLoopBase):
     def __init__(self, *args, tools=None, **kwargs):
         super().__init__(*args, **kwargs)
-        tool_list = tools.tools if tools is not None else []
-        self.bridged = {t.name: VerlToolBridge(t) for t in tool_list}
-        self.tool_schemas = [t.schema for t in self.bridged.values()] or None
+        self.tools = loop_tools(tools.tools if tools is not None else [])
+        self.tool_schemas = [t.schema for t in self.tools.values()] or None
         self.template = self.tokenizer.chat_template or load_chat_template()
-        self.core = AgentLoop(self.tokenizer, self.bridged, loop_config_from_verl(self.rollout_config),
+        self.core = AgentLoop(self.tokenizer, self.tools, loop_config_from_verl(self.rollout_config),
                               tool_turn_format(self.tokenizer, self.template))
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:

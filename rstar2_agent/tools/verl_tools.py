@@ -20,7 +20,7 @@ Point a verl tool yaml (``actor_rollout_ref.rollout.multi_turn.tool_config_path`
 ========================================  ======================================================
 
 The `CodeJudgeClient` is made lazily inside the running event loop (its queue and tasks belong to
-one loop) and made again if the tool is later used from another loop.
+one loop) and made again if the tool is later used from another loop; the old one is closed on its own loop.
 
 Call history for the jupyter tool, first match wins:
 
@@ -175,10 +175,18 @@ class _CodeJudgeVerlTool(BaseTool):
     def _bound_tool(self):
         loop = asyncio.get_running_loop()
         if self._tool is None or self._loop is not loop:
+            self._close_elsewhere()
             self._client = CodeJudgeClient(self.base_url, **self.client_kwargs)
             self._tool = self._tool_cls(self._client, name=self.name)
             self._loop = loop
         return self._tool
+
+    def _close_elsewhere(self) -> None:
+        """Close the client of the loop this tool used before: on that loop if it still runs (a client's tasks
+        and connections belong to it); a closed loop has already ended them."""
+        client, loop = self._client, self._loop
+        if client is not None and loop is not None and loop.is_running() and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop)
 
     async def create(self, instance_id: Optional[str] = None, **kwargs) -> tuple[str, ToolResponse]:
         if instance_id is None:
