@@ -27,6 +27,7 @@ def test_defaults_layer_the_recipe_on_verl():
     assert cfg.reward.reward_manager.name == "code_judge" and cfg.data.return_raw_chat is True
     assert "ppo_mini_batch_size" in cfg.actor_rollout_ref.actor and cfg.trainer.use_v1 is True  # verl's own tree
     assert cfg.trainer.v1.trainer_mode == "rstar2_agent"
+    assert cfg.algorithm.adv_estimator == "grpo" and cfg.critic.enable in (None, False)  # GRPO: no critic
     assert cfg.augmentation.do_down_sampling is False and cfg.augmentation.down_sampling_config.down_sample_to_n == -1
 
 

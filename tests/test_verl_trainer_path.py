@@ -130,7 +130,7 @@ def trainer_config(model_dir: str, tool_config: str, tmp_path):
             f"actor_rollout_ref.model.path={model_dir}", f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_config}",
             "actor_rollout_ref.rollout.n=4", "data.train_batch_size=2", "data.max_prompt_length=2048",
             "data.max_response_length=256", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
-            "algorithm.adv_estimator=grpo", "algorithm.rollout_correction.bypass_mode=True", "reward.num_workers=1",
+            "algorithm.rollout_correction.bypass_mode=True", "reward.num_workers=1",
             f"trainer.default_local_dir={tmp_path}",
             "augmentation.do_down_sampling=True", "augmentation.down_sampling_config.down_sample_to_n=2",
             "augmentation.down_sampling_config.reject_equal_reward=True",
