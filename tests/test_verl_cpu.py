@@ -241,6 +241,33 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
+# The CPU preset cannot include rstar2_agent_trainer.yaml (Hydra: "Overriding hydra.searchpath is only supported
+# from the primary config"), so it repeats the recipe; these are the keys it changes on purpose.
+CPU_CHANGES = {"actor_rollout_ref.rollout.name", "actor_rollout_ref.rollout.multi_turn.max_assistant_turns",
+               "reward.reward_kwargs.num_workers"}
+
+
+def leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, node
+
+
+def test_cpu_preset_repeats_the_recipe():
+    from omegaconf import OmegaConf
+
+    config_dir = os.path.join(ROOT, "rstar2_agent", "config")
+    recipe = OmegaConf.to_container(OmegaConf.load(os.path.join(config_dir, "rstar2_agent_trainer.yaml")))
+    cpu = dict(leaves(OmegaConf.to_container(OmegaConf.load(os.path.join(config_dir,
+                                                                          "rstar2_agent_trainer_cpu.yaml")))))
+    for path, value in leaves(recipe):
+        if path.split(".")[0] in ("hydra", "defaults") or path in CPU_CHANGES:
+            continue
+        assert path in cpu and cpu[path] == value, f"{path}: recipe {value!r}, CPU preset {cpu.get(path)!r}"
+
+
 @pytest.mark.skipif(os.environ.get("RSTAR2_VERL_CPU_E2E") != "1", reason="set RSTAR2_VERL_CPU_E2E=1 (about 90 s)")
 def test_main_ppo_runs_training_steps_on_cpu(tmp_path):
     """verl's own trainer, two steps, tiny model, through `python3 -m rstar2_agent.main`."""
