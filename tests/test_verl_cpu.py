@@ -148,6 +148,30 @@ def test_batched_requests_match_the_unpadded_model(tiny_folder):
         assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-4), (prompt, out)
 
 
+def test_greedy_server_output_equals_hf_generate(tiny_folder):
+    """The server decodes with the CPU engine's loop (rows leave the batch as they finish); at temperature 0
+    each response must be what HF `generate` writes for that prompt alone, up to its own `max_tokens`."""
+    server = make_server(tiny_folder, load_format="auto")
+    model, _ = real_weights(tiny_folder)
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20, 21]]
+    limits = [12, 5, 9]
+
+    async def go():
+        return await asyncio.gather(*[server.generate(p, {"temperature": 0.0, "max_tokens": n}, f"g{i}")
+                                      for i, (p, n) in enumerate(zip(prompts, limits))])
+
+    outs = asyncio.run(go())
+    assert server.stats["batches"] == 1
+    eos = sorted(server.eos_ids)
+    for prompt, limit, out in zip(prompts, limits, outs):
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=limit, eos_token_id=eos, pad_token_id=eos[0],
+                                 temperature=None, top_p=None, top_k=None)
+        assert out.token_ids == ref[0, len(prompt):].tolist(), (prompt, out.token_ids)
+        assert out.log_probs is None
+
+
 def test_adapter_sends_buckets_then_finishes_and_stamps_the_step():
     from rstar2_agent.verl_cpu.hf_rollout import HFCPUServerAdapter
 

@@ -55,7 +55,8 @@ class BatchingGenerator:
     """An async `generate` for the agent loop that batches concurrent calls on one transformers model."""
 
     def __init__(self, model, tokenizer, max_num_seqs: int = 32, stop_strings: Sequence[str] = STOP_STRINGS,
-                 gather_window_s: float = 0.25, max_gather_s: float = 2.0):
+                 gather_window_s: float = 0.25, max_gather_s: float = 2.0,
+                 eos_token_ids: Sequence[int] | None = None):
         self.model = model
         self.gather_window_s = gather_window_s
         self.max_gather_s = max_gather_s
@@ -65,6 +66,8 @@ class BatchingGenerator:
         # tokens to decode when looking for a stop string at the end of a row (a token is at least one char)
         self._stop_window = max((len(stop) for stop in self.stop_strings), default=0) + 1
         self.eos_id = tokenizer.eos_token_id
+        # a turn ends at any of these (a model's generation config may list more than the tokenizer's EOS)
+        self.eos_ids = set(eos_token_ids) if eos_token_ids else {self.eos_id}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pending: list[_Request] = []
         self._busy = False
@@ -119,16 +122,27 @@ class BatchingGenerator:
 
     def generate_batch(self, prompts: Sequence[Sequence[int]], params: Mapping[str, Any],
                        max_tokens: Sequence[int]) -> list[list[int]]:
+        """The new token ids of each prompt (see `decode`)."""
+        return self.decode(prompts, params, max_tokens)[0]
+
+    def decode(self, prompts: Sequence[Sequence[int]], params: Mapping[str, Any], max_tokens: Sequence[int],
+               logprobs: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
         """Decode the prompts together, one new token per row per step on a shared KV cache. A row that is
         done (EOS, the stop string, or its `max_tokens`) leaves the batch at once, so the rows still writing do
         not carry the finished ones: in a turn where most stop at `</tool_call>` after 40 tokens and one goes
-        on to 200, the last 160 steps run at batch size 1, not 32 (HF `generate` would decode all 32)."""
+        on to 200, the last 160 steps run at batch size 1, not 32 (HF `generate` would decode all 32).
+
+        Sampling: `temperature` (0 = greedy), `top_p`, `top_k` (<= 0: off) from `params`. With `logprobs`, it
+        also returns each new token's log-probability under softmax(logits / temperature) (logits / 1 when
+        greedy), as verl's actor computes them; top-p/top-k do not enter them."""
         from transformers import DynamicCache
 
         temperature, top_p = float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0))
+        top_k = int(params.get("top_k", 0) or 0)
         input_ids, attention = left_pad(prompts, self.pad_id)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         rows: list[list[int]] = [[] for _ in prompts]
+        row_logprobs: list[list[float]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
         cache = DynamicCache()
         with self._lock, torch.no_grad():
@@ -136,7 +150,11 @@ class BatchingGenerator:
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             next_position = positions[:, -1] + 1
             while True:
-                tokens = sample_next(logits, temperature, top_p)
+                tokens = sample_next(logits, temperature, top_p, top_k)
+                if logprobs:
+                    scaled = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), -1)
+                    for j, value in enumerate(scaled.gather(-1, tokens[:, None]).squeeze(-1).tolist()):
+                        row_logprobs[active[j]].append(value)
                 keep = [j for j, i in enumerate(active) if not self._append(rows[i], int(tokens[j]), max_tokens[i])]
                 if not keep:
                     break
@@ -151,14 +169,16 @@ class BatchingGenerator:
                                     use_cache=True).logits[:, -1]
                 next_position = next_position + 1
         self.generated_tokens += sum(len(r) for r in rows)
-        return rows
+        return rows, (row_logprobs if logprobs else None)
 
     def _append(self, row: list[int], token: int, max_tokens: int) -> bool:
         """Add a decoded token to its row; True when the row's turn is over."""
         row.append(token)
-        return token == self.eos_id or len(row) >= max_tokens or self._at_stop(row)
+        return token in self.eos_ids or len(row) >= max_tokens or self._at_stop(row)
 
     def _at_stop(self, row: Sequence[int]) -> bool:
+        if not self.stop_strings:
+            return False
         tail = self.tokenizer.decode(row[-self._stop_window:])
         return any(tail.endswith(stop) for stop in self.stop_strings)
 
@@ -181,17 +201,23 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return input_ids, attention
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float = 1.0) -> torch.Tensor:
-    """One token per row from last-position logits [b, V]: greedy at temperature 0, else nucleus sampling.
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """One token per row from last-position logits [b, V]: greedy at temperature 0, else sampling from the
+    `top_k` most likely tokens (<= 0: all) and within them the nucleus `top_p`.
 
     >>> sample_next(torch.tensor([[0.0, 2.0, 1.0]]), temperature=0.0).tolist()
     [1]
     >>> sample_next(torch.tensor([[0.0, 2.0, 1.9]]), temperature=1.0, top_p=0.01).tolist()   # only the top token
     [1]
+    >>> sample_next(torch.tensor([[0.0, 2.0, 1.9]]), temperature=1.0, top_k=1).tolist()
+    [1]
     """
     if temperature <= 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    if 0 < top_k < logits.shape[-1]:
+        logits = logits.masked_fill(logits < logits.topk(top_k, dim=-1).values[:, -1:], float("-inf"))
+    probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the tokens after the nucleus is full

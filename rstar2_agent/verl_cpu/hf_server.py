@@ -1,7 +1,7 @@
 """CPU rollout servers: Ray actors that serve verl's token-in/token-out `generate` (what `LLMServerClient`
 calls on a vLLM/SGLang server actor) from a model held in the actor. `BatchingRolloutServer` is the shared
-part; `HFRolloutServer` (here) runs a Hugging Face causal LM with transformers, `vllm_server.VLLMRolloutServer`
-runs vLLM's CPU build in-process.
+part; `HFRolloutServer` (here) runs a Hugging Face causal LM with transformers through the CPU engine's
+decode loop, `vllm_server.VLLMRolloutServer` runs vLLM's CPU build in-process.
 
 A server answers the control calls verl makes on a server actor (sleep, wake_up, clear_kv_cache, abort, ...) as
 no-ops, because there is no KV-cache pool or device memory to release, and it takes new weights from the
@@ -37,7 +37,7 @@ class _Request:
 
 
 def sampling_key(params: dict[str, Any]) -> tuple:
-    """(do_sample, temperature, top_p, top_k, want_logprobs): what one `model.generate` call must share."""
+    """(do_sample, temperature, top_p, top_k, want_logprobs): what one decoded batch must share."""
     temperature = float(params.get("temperature", 1.0) or 0.0)
     top_p = float(params.get("top_p", 1.0) or 1.0)
     top_k = int(params.get("top_k", -1) or -1)
@@ -196,10 +196,15 @@ class BatchingRolloutServer:
 
 
 class HFRolloutServer(BatchingRolloutServer):
-    """Rollout server `hf_cpu`: a transformers causal LM in float32 with sdpa attention."""
+    """Rollout server `hf_cpu`: a transformers causal LM in float32 with sdpa attention, decoded by the CPU
+    engine's own loop (`rstar2_agent.engine.generator.BatchingGenerator.decode`: one KV cache, finished rows
+    leave the batch), so verl-on-CPU and `rstar2-agent train` generate the same way. No stop strings: on the
+    verl path a turn ends at EOS (any of the generation config's) or at the request's `max_tokens`."""
 
     def __init__(self, config, model_config, **kwargs):
-        from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        from rstar2_agent.engine.generator import BatchingGenerator
 
         super().__init__(config, model_config, **kwargs)
         path = model_path(model_config)
@@ -215,46 +220,24 @@ class HFRolloutServer(BatchingRolloutServer):
         else:
             self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32,
                                                               attn_implementation="sdpa").eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.model.config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else []))
-        pad = gen.pad_token_id if gen.pad_token_id is not None else self.model.config.pad_token_id
-        self.pad_id = pad if pad is not None else (min(self.eos_ids) if self.eos_ids else 0)
+        self.generator = BatchingGenerator(self.model, tokenizer, max_num_seqs=self.max_batch, stop_strings=(),
+                                           eos_token_ids=sorted(self.eos_ids))
         self._params = self.model.state_dict(keep_vars=True)
 
-    @torch.no_grad()
     def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], Optional[list[float]]]]:
         do_sample, temperature, top_p, top_k, want_logprobs = batch[0].key
         start = time.time()
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
-            input_ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attention[i, width - len(r.prompt_ids):] = 1
-        kwargs = dict(do_sample=do_sample, max_new_tokens=max(r.max_tokens for r in batch),
-                      pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids) or None,
-                      return_dict_in_generate=True, output_logits=want_logprobs)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        new = out.sequences[:, width:]
-        logprobs = None
-        if want_logprobs and out.logits:
-            logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), before sampling warpers
-            logprobs = torch.log_softmax(logits / temperature, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        results = []
-        for i, r in enumerate(batch):
-            ids = new[i].tolist()[: r.max_tokens]
-            for j, t in enumerate(ids):
-                if t in self.eos_ids:
-                    ids = ids[: j + 1]
-                    break
-            lp = logprobs[i, : len(ids)].tolist() if logprobs is not None else None
-            results.append((ids, lp))
-            self.stats["tokens"] += len(ids)
+        params = {"temperature": temperature if do_sample else 0.0, "top_p": top_p, "top_k": top_k}
+        rows, logprobs = self.generator.decode([r.prompt_ids for r in batch], params,
+                                               [r.max_tokens for r in batch], logprobs=want_logprobs)
+        results = [(ids, logprobs[i] if logprobs is not None else None) for i, ids in enumerate(rows)]
+        self.stats["tokens"] += sum(len(ids) for ids in rows)
         self.stats["requests"] += len(batch)
         self.stats["batches"] += 1
         self.stats["generate_s"] += time.time() - start
