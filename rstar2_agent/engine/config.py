@@ -83,6 +83,7 @@ class ValKwargs:
 
 @dataclasses.dataclass
 class RolloutConfig:
+    name: str = "auto"  # generator: auto (vLLM where it imports and takes the model, else hf), hf, vllm
     n: int = 8  # samples per prompt (oversampled; RoC keeps `augmentation.down_sampling_config.down_sample_to_n`)
     temperature: float = 0.8
     top_p: float = 1.0

