@@ -11,9 +11,17 @@ busy, with torch at one thread per core, at the engine's thread count (`set_thre
 usable cores) and at one thread. It prints a table of tokens/s with the ratio against one thread per core,
 alone, measured in the same run; the last line reads `busy neighbour: R of alone` for the engine's setting.
 
-    python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
+Third, where `import vllm` works (the /work/venv-vllm recipe in rstar2_agent/verl_cpu/__init__.py): the same
+prompts and token budget decoded greedily by the engine's loop and by its vLLM generator (VLLMGenerator, what
+`rstar2-agent train` uses where vLLM runs), both at the engine's thread count: tokens/s, how many outputs are
+identical, and a last line `vllm vs engine decode: X` (vLLM's tokens/s over the loop's). `--vllm-only` runs
+just this part and `--results` also writes its table to a file (benchmarks/results/cpu_generation_vllm.txt).
 
-About 5 minutes on 2 cores.
+    python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
+    /work/venv-vllm/bin/python benchmarks/cpu_generation.py --vllm-only --tokens 128 \
+        --results benchmarks/results/cpu_generation_vllm.txt
+
+About 5 minutes on 2 cores, and 2 more for vLLM.
 """
 
 from __future__ import annotations
@@ -75,15 +83,50 @@ def compare_with_hf_generate(gen, prompts: list[list[int]], tokens: int) -> None
         print(f"| {name:<28} | {seconds:>7.1f} | {sum(lengths) / seconds:>6.1f} | {hf / seconds:>8.2f} |")
 
 
+def compare_with_vllm(gen, path: str, prompts: list[list[int]], tokens: int, threads: int) -> list[str]:
+    """Greedy decode of the same prompts by the engine's loop and by VLLMGenerator; the table's lines."""
+    from rstar2_agent.engine.vllm_generator import VLLMGenerator
+
+    torch.set_num_threads(threads)
+    vllm = VLLMGenerator(gen.model, gen.tokenizer, path, max_num_seqs=len(prompts),
+                         max_model_len=max(len(p) for p in prompts) + tokens + 16)
+    greedy = {"temperature": 0.0}
+    try:
+        results = {}
+        for name, decoder in (("engine (transformers loop)", gen), ("vLLM CPU (VLLMGenerator)", vllm)):
+            decoder.generate_batch(prompts[:2], greedy, [4, 4])  # warm-up
+            start = time.perf_counter()
+            rows = decoder.generate_batch(prompts, greedy, [tokens] * len(prompts))
+            results[name] = (rows, time.perf_counter() - start)
+    finally:
+        vllm.close()
+    (ours, _), (theirs, _) = results.values()
+    same = sum(a == b for a, b in zip(ours, theirs))
+    lines = [f"Engine vs vLLM: {len(prompts)} prompts x up to {tokens} tokens, greedy, {threads} torch threads; "
+             f"identical outputs: {same}/{len(prompts)}",
+             f"| {'decoder':<28} | {'tokens':>6} | {'seconds':>7} | {'tok/s':>6} |",
+             f"|{'-' * 30}|{'-' * 8}|{'-' * 9}|{'-' * 8}|"]
+    rates = []
+    for name, (rows, seconds) in results.items():
+        count = sum(len(r) for r in rows)
+        rates.append(count / seconds)
+        lines.append(f"| {name:<28} | {count:>6} | {seconds:>7.1f} | {count / seconds:>6.1f} |")
+    lines.append(f"vllm vs engine decode: {rates[1] / rates[0]:.2f}")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32, help="sequences decoded together")
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per sequence (at most)")
     ap.add_argument("--neighbours", type=int, default=1, help="busy processes beside the generator")
+    ap.add_argument("--vllm-only", action="store_true", help="only the engine-vs-vLLM comparison")
+    ap.add_argument("--results", default=None, help="also write the engine-vs-vLLM table to this file")
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rstar2_agent import vllm_cpu
     from rstar2_agent.engine.config import DEFAULT_SYSTEM_PROMPT
     from rstar2_agent.engine.generator import BatchingGenerator
     from rstar2_agent.engine.models import prepare_default_model
@@ -100,6 +143,21 @@ def main() -> None:
     gen = BatchingGenerator(model, tokenizer, max_num_seqs=args.batch)
     engine_threads = set_threads(0)
     cores = usable_cores()
+    with_vllm = vllm_cpu.available() and vllm_cpu.unsupported_reason(model.config) is None
+    if args.vllm_only and not with_vllm:
+        raise SystemExit("--vllm-only: vLLM cannot run here (`import vllm` fails or the model's head size)")
+    if not args.vllm_only:
+        run_without_vllm(gen, prompts, args, engine_threads, cores)
+    if with_vllm:
+        lines = compare_with_vllm(gen, path, prompts, args.tokens, engine_threads)
+        print("\n" + "\n".join(lines))
+        if args.results:
+            with open(args.results, "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+
+def run_without_vllm(gen, prompts: list[list[int]], args, engine_threads: int, cores: int) -> None:
+    """The first two parts: the loop against HF `generate`, and threads beside busy neighbours."""
     tokens_per_s(gen, prompts[:2], 4)  # warm-up
     compare_with_hf_generate(gen, prompts, 4 * args.tokens)
 

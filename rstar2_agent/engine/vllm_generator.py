@@ -131,28 +131,31 @@ class VLLMGenerator:
                 self._fail([f for f, _ in self._running.values()] +
                            [item[3] for item in items if item is not _CLOSE], RuntimeError("generator closed"))
                 return
-            try:
-                with self._lock:
-                    for ids, sampling, max_tokens, future in items:
-                        request_id = str(next(self._ids))
+            with self._lock:
+                for ids, sampling, max_tokens, future in items:
+                    request_id = str(next(self._ids))
+                    try:  # a request vLLM refuses (a prompt longer than max_model_len) fails alone
                         self._engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids), sampling)
-                        self._running[request_id] = (future, max_tokens)
+                    except Exception as exc:  # noqa: BLE001 - its caller must hear about it
+                        self._fail([future], exc)
+                        continue
+                    self._running[request_id] = (future, max_tokens)
+                try:
                     outputs = self._engine.step() if self._running else []
-            except Exception as exc:  # noqa: BLE001 - every waiting turn must hear about it
-                self._abort(exc, [item[3] for item in items])
-                continue
+                except Exception as exc:  # noqa: BLE001 - every running turn must hear about it
+                    self._abort(exc)
+                    continue
             for out in outputs:
                 if out.finished and out.request_id in self._running:
                     future, max_tokens = self._running.pop(out.request_id)
-                    generation = self._close_turn(out.outputs[0], max_tokens)
-                    self.generated_tokens += len(generation.token_ids)
+                    self.generated_tokens += len(out.outputs[0].token_ids)
                     if not future.done():
-                        future.set_result(generation)
+                        future.set_result(self._close_turn(out.outputs[0], max_tokens))
 
-    def _abort(self, exc: Exception, queued: list[concurrent.futures.Future]) -> None:
-        """After a failed step: drop the running requests from the engine and fail them and `queued`."""
+    def _abort(self, exc: Exception) -> None:
+        """After a failed step: drop the running requests from the engine and fail them."""
         running = list(self._running)
-        futures = [f for f, _ in self._running.values()] + queued
+        futures = [f for f, _ in self._running.values()]
         self._running.clear()
         try:
             self._engine.abort_request(running)
