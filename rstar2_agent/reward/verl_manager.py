@@ -1,12 +1,9 @@
 """The verl (0.9.1) reward manager ``code_judge``: rStar2-Agent's outcome reward, scored in a process pool.
 
-verl 0.9.1 has two reward-manager registries, and this class is registered in both under ``code_judge``:
-
-* ``verl.experimental.reward_loop.reward_manager`` (what the 0.9.1 trainer resolves from
-  ``reward.reward_manager.name`` / legacy ``reward_model.reward_manager``): the reward-loop workers
-  call ``await manager.run_single(data)`` per sample and then ``assemble_rm_scores(data, scores)``.
-* ``verl.workers.reward_manager`` (the older batch API): ``manager(data, return_dict=True)`` returns
-  ``{"reward_tensor", "reward_extra_info"}``.
+It is registered in ``verl.experimental.reward_loop.reward_manager``, the registry verl 0.9.1's trainer resolves
+``reward.reward_manager.name`` in: its reward-loop workers call ``await manager.run_single(data)`` per sample
+(during the rollout, or for a colocated batch via ``compute_score_batch``) and ``assemble_rm_scores(data, scores)``.
+verl's older batch registry (``verl.workers.reward_manager``) is not used by that trainer, so this class is not in it.
 
 The registry only knows classes whose module was imported, so the process that builds the manager
 must ``import rstar2_agent.reward.verl_manager`` first (or use ``reward.reward_manager.source=importlib``
@@ -17,7 +14,7 @@ What is scored, per sample:
 * Only model text: the tokens the model wrote are decoded, one contiguous span at a time, and tool
   output never is, so a ``\\boxed{}`` printed by a tool (even after a forged ``</tool_response>``) never
   counts. Which tokens the model wrote comes from, first match wins (:func:`model_token_mask`):
-  ``batch["response_mask"]`` (CPU engine, batch API); the ``model_spans`` extra field of our agent loop,
+  ``batch["response_mask"]``; the ``model_spans`` extra field of our agent loop,
   which verl's reward loop passes as ``non_tensor_batch["tool_extra_fields"]`` (verl 0.9.1 sends no
   ``response_mask`` there); or, for a single-turn trajectory (``__num_turns__`` <= 2, no tool turn), every
   token. Anything else is refused with an error rather than guessed from the text.
@@ -44,8 +41,6 @@ import torch
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register as register_reward_loop_manager
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
-from verl.workers.reward_manager import register as register_batch_manager
-from verl.workers.reward_manager.abstract import AbstractRewardManager
 
 from rstar2_agent.cores import usable_cores
 from rstar2_agent.reward.pool import DEFAULT_SCORE_FN, RewardPool, RewardPoolBrokenError
@@ -186,14 +181,10 @@ def _reward_kwargs(config: Any) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-@register_batch_manager("code_judge")
 @register_reward_loop_manager("code_judge")
-class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
-    """rStar2-Agent outcome reward (1.0 correct / 0.0 otherwise) for verl 0.9.1.
-
-    Accepts both construction styles: the reward loop's ``(config=, tokenizer=, compute_score=, ...)``
-    and the older ``(tokenizer=, num_examine=, compute_score=, reward_fn_key=, **reward_kwargs)``.
-    """
+class CodeJudgeRewardManager(RewardManagerBase):
+    """rStar2-Agent outcome reward (1.0 correct / 0.0 otherwise) for verl 0.9.1's reward loop, built as verl builds
+    it: ``(config=, tokenizer=, compute_score=, reward_router_address=, reward_model_tokenizer=)``."""
 
     def __init__(
         self,
@@ -202,8 +193,6 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
         compute_score: Any = None,
         reward_router_address: str | None = None,
         reward_model_tokenizer: Any = None,
-        num_examine: int = 0,
-        reward_fn_key: str = "data_source",
         num_workers: int | None = None,
         timeout_s: float | None = None,
         score_fn: str | None = None,
@@ -218,8 +207,6 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
             raise ValueError("CodeJudgeRewardManager needs a tokenizer to decode responses")
         RewardManagerBase.__init__(self, config, tokenizer, compute_score)
         settings = _reward_kwargs(config)
-        self.num_examine = int(num_examine)
-        self.reward_fn_key = reward_fn_key
         if num_workers is None:
             num_workers = settings.get("num_workers")
         if num_workers is None:
@@ -254,7 +241,7 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
             if self._pool is not None and self._owns_pool:
                 self._pool.close()
 
-    # ---- shared preparation --------------------------------------------------------------------
+    # ---- one sample ----------------------------------------------------------------------------
 
     def _prepare(self, data: DataProto) -> tuple[list[str], list[str], list[int | None]]:
         """Per row: the model's text, the ground truth, and the last valid response index (or None)."""
@@ -287,39 +274,3 @@ class CodeJudgeRewardManager(RewardManagerBase, AbstractRewardManager):
         valid = response_valid_mask(data)
         positions = [last_valid_index(valid[row]) for row in range(len(data))]
         return place_scores(data.batch["responses"], positions, scores)
-
-    # ---- batch API (verl.workers.reward_manager) ------------------------------------------------
-
-    def __call__(self, data: DataProto, return_dict: bool = False) -> torch.Tensor | dict[str, Any]:
-        """Score a whole batch concurrently in the pool.
-
-        Returns the reward tensor, or ``{"reward_tensor", "reward_extra_info": {"acc": [...]}}`` when
-        ``return_dict`` is true. A batch that already has ``rm_scores`` is returned as it is.
-        """
-        if "rm_scores" in data.batch.keys():
-            return self._existing_rm_scores(data, return_dict)
-        texts, truths, positions = self._prepare(data)
-        todo = [row for row, position in enumerate(positions) if position is not None]
-        scores = [0.0] * len(data)
-        for row, score in zip(todo, self.pool.score_many([(texts[r], truths[r]) for r in todo])):
-            scores[row] = score
-        reward_tensor = place_scores(data.batch["responses"], positions, scores)
-        self._print_examples(texts, truths, scores)
-        if return_dict:
-            return {"reward_tensor": reward_tensor, "reward_extra_info": {"acc": scores}}
-        return reward_tensor
-
-    @staticmethod
-    def _existing_rm_scores(data: DataProto, return_dict: bool) -> torch.Tensor | dict[str, Any]:
-        """verl convention: scores computed earlier (e.g. during rollout) are passed through."""
-        if not return_dict:
-            return data.batch["rm_scores"]
-        keys = data.meta_info.get("reward_extra_keys", [])
-        return {"reward_tensor": data.batch["rm_scores"], "reward_extra_info": {k: data.non_tensor_batch[k] for k in keys}}
-
-    def _print_examples(self, texts: list[str], truths: list[str], scores: list[float]) -> None:
-        """Print the first ``num_examine`` samples of a batch (verl's debugging convention)."""
-        for text, truth, score in list(zip(texts, truths, scores))[: self.num_examine]:
-            print("[response]", text)
-            print("[ground_truth]", truth)
-            print("[score]", score)
