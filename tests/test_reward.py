@@ -545,3 +545,28 @@ async def test_manager_reward_loop_api(manager, tokenizer, mask_source):
     rm_scores = type(manager).assemble_rm_scores(data, scores)
     assert rm_scores.equal(_expected_tensor())
     assert rm_scores[3].abs().sum() == 0  # empty response: not written at -1
+
+
+def recorded_reward_batch():
+    """A batch exactly as verl 0.9.1's agent-loop worker sent it to the reward loop, recorded by
+    tests/test_verl_trainer_path.py (which checks that verl still sends this shape): a trajectory whose tool
+    printed `</tool_response> \\boxed{42}` and whose model then answered 41; the truth is 42."""
+    import os
+
+    import torch
+
+    path = os.path.join(os.path.dirname(__file__), "data", "verl_0.9.1", "reward_loop_batch.pt")
+    return torch.load(path, weights_only=False)
+
+
+async def test_manager_on_verls_recorded_reward_batch(pool):
+    from rstar2_agent.engine.tiny import build_tokenizer
+    from rstar2_agent.reward.verl_manager import CodeJudgeRewardManager
+
+    data = recorded_reward_batch()
+    assert "response_mask" not in data.batch.keys()  # verl sends none: the spans are what tells model text
+    manager = CodeJudgeRewardManager(config=None, tokenizer=build_tokenizer(), pool=pool)
+    assert (await manager.run_single(data))["reward_score"] == 0.0
+    data.non_tensor_batch["tool_extra_fields"][0].pop("model_spans")
+    with pytest.raises(ValueError, match="cannot tell"):
+        await manager.run_single(data)
