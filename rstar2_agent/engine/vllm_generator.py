@@ -52,8 +52,14 @@ class VLLMGenerator:
         self.eos_id = tokenizer.eos_token_id
         self.eos_ids = sorted(set(eos_token_ids) if eos_token_ids else {self.eos_id})
         self.max_num_seqs = max(1, max_num_seqs)
+        # vLLM's CPU worker lowers this process's torch threads to 1 and turns `torch.set_num_threads` into a
+        # no-op; the trainer's update shares the process, so both are put back, and the engine thread takes the
+        # same count (its attention kernel checks that the threads it runs on match the ones it planned for)
+        self.threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         self.llm = vllm_cpu.build_llm(model_path, max_model_len=max_model_len, max_num_seqs=self.max_num_seqs,
                                       seed=seed, kv_cache_gib=kv_cache_gib, logprobs_mode="processed_logprobs")
+        torch.set_num_threads = set_threads
+        set_threads(self.threads)
         self._engine = self.llm.llm_engine
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # a step and a weight reload never overlap
@@ -119,6 +125,7 @@ class VLLMGenerator:
     def _serve(self) -> None:
         from vllm.inputs import TokensPrompt
 
+        torch.set_num_threads(self.threads)  # OpenMP's count is per thread: this one starts at the default
         while True:
             # block while idle; otherwise take whatever was queued since the last step
             items = [self._inbox.get()] if not self._running else []
