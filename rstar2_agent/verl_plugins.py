@@ -9,7 +9,7 @@ the registrations below exist wherever verl looks them up:
 - reward manager `code_judge`           (reward.verl_manager)
 - V1 trainer `rstar2_agent`             (trainer.roc_trainer: GRPO-RoC down-sampling)
 - OmegaConf resolvers `${rstar2_config:relative/path}` (absolute path of a file shipped in rstar2_agent/config)
-  and `${rstar2_chat_template:}` (the shipped chat template's text), used by rstar2_agent_trainer.yaml.
+  and `${rstar2_chat_template:}` (the shipped chat template's text), used by rstar2_agent_recipe.yaml.
 """
 
 from __future__ import annotations

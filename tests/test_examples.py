@@ -2,7 +2,7 @@
 
 Each script is run for real with a stand-in `python3` first on PATH that records its arguments, so the check
 sees the overrides exactly as bash expands them (variables, quoting, arrays). Keys are then looked up in
-verl 0.9.1's composed `ppo_trainer` config; `augmentation.*` (our block in rstar2_agent_trainer.yaml) and
+verl 0.9.1's composed `ppo_trainer` config; `augmentation.*` (our block in rstar2_agent_recipe.yaml) and
 `+key` additions are allowed without lookup. The rest are then composed for real and passed through verl's
 own `validate_config`, which catches bad values and inconsistent batch sizes too.
 """

@@ -1,7 +1,6 @@
 """rstar2_agent.verl_cpu: verl's own trainer on CPU (platform "cpu", rollout "hf_cpu", the CPU preset).
 
-The parts are tested here without Ray; the whole `main_ppo` run on CPU (about 90 s, 5 GB) runs only when
-RSTAR2_VERL_CPU_E2E=1.
+The parts are tested here without Ray; tests/test_verl_cpu_e2e.py runs the whole `main_ppo` on CPU.
 """
 
 from __future__ import annotations
