@@ -31,10 +31,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-AGENT_NAME = "rstar2_agent"
+from rstar2_agent.data.rows import AGENT_NAME, verl_row, write_parquet
+
 DATA_SOURCE_PREFIX = "rstar_"
-ABILITY = "math"
-REWARD_STYLE = "rule"
 SUPPORTED_SUFFIXES = (".parquet", ".json", ".jsonl")
 DEFAULT_DATA_ROOT = os.path.join("~", "data", "rstar2-agent")
 PROGRESS_EVERY = 5000
@@ -257,21 +256,7 @@ def _problem(value: Any) -> tuple[str | None, str | None]:
 
 def make_row(spec: DatasetSpec, index: int, question: str, answer: str) -> dict[str, Any]:
     """One output row (see the module docstring)."""
-    return {
-        "data_source": spec.data_source,
-        "prompt": [{"role": "user", "content": question}],
-        "ability": ABILITY,
-        "reward_model": {"style": REWARD_STYLE, "ground_truth": answer},
-        "extra_info": {
-            "split": spec.split,
-            "index": index,
-            "answer": answer,
-            "question": question,
-            "need_tools_kwargs": False,
-            "interaction_kwargs": {"query": question, "ground_truth": answer},
-        },
-        "agent_name": AGENT_NAME,
-    }
+    return verl_row(spec.data_source, spec.split, index, question, answer)
 
 
 def check_columns(spec: DatasetSpec, columns: Sequence[str]) -> str:
@@ -309,16 +294,6 @@ def convert(spec: DatasetSpec, rows: Sequence[dict[str, Any]],
 
 
 # ---------------------------------------------------------------------------------------------- writing
-
-
-def write_parquet(rows: Sequence[dict[str, Any]], path: str) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
-    os.replace(tmp, path)  # never leave a half-written file under the final name
 
 
 def report_skipped(skipped: Sequence[tuple[int, str]], total: int, max_rows: int) -> None:

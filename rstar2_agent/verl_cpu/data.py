@@ -13,39 +13,21 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
+
+from rstar2_agent.data.rows import verl_row, write_parquet
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_SOURCE = "rstar_cpu_math_tasks"
 
 
 def task_row(task: dict[str, Any], split: str, index: int) -> dict[str, Any]:
-    question, answer = task["problem"], str(task["answer"])
-    return {
-        "data_source": DATA_SOURCE,
-        "prompt": [{"role": "user", "content": question}],
-        "ability": "math",
-        "reward_model": {"style": "rule", "ground_truth": answer},
-        "extra_info": {"split": split, "index": index, "answer": answer, "question": question,
-                       "family": task.get("family", ""), "need_tools_kwargs": False,
-                       "interaction_kwargs": {"query": question, "ground_truth": answer}},
-        "agent_name": "rstar2_agent",
-    }
+    return verl_row(DATA_SOURCE, split, index, task["problem"], str(task["answer"]), family=task.get("family", ""))
 
 
 def read_tasks(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def write_rows(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
-    os.replace(tmp, path)
 
 
 def build(out_dir: str, limit: Optional[int] = None) -> dict[str, str]:
@@ -55,7 +37,7 @@ def build(out_dir: str, limit: Optional[int] = None) -> dict[str, str]:
     for split, name in (("train", "math_tasks_train.jsonl"), ("test", "math_tasks_test.jsonl")):
         tasks = read_tasks(DATA_DIR / name)[:limit]
         path = out / f"{split}.parquet"
-        write_rows((task_row(t, split, i) for i, t in enumerate(tasks)), path)
+        write_parquet([task_row(t, split, i) for i, t in enumerate(tasks)], str(path))
         paths[split] = str(path)
     return paths
 
