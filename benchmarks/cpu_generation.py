@@ -14,7 +14,9 @@ alone, measured in the same run; the last line reads `busy neighbour: R of alone
 Third, where `import vllm` works (the /work/venv-vllm recipe in rstar2_agent/verl_cpu/__init__.py): the same
 prompts and token budget decoded greedily by the engine's loop and by its vLLM generator (VLLMGenerator, what
 `rstar2-agent train` uses where vLLM runs), both at the engine's thread count: tokens/s, how many outputs are
-identical, and a last line `vllm vs engine decode: X` (vLLM's tokens/s over the loop's). `--vllm-only` runs
+identical, and a last line `vllm vs engine decode: X`: vLLM's decode tokens/s over the loop's, where decode
+excludes the prefill (timed alone as a 1-token turn of the same prompts; greedy turns here end at EOS after ~47
+tokens, so the 32 prompts' prefill is a large share of each decoder's time). `--vllm-only` runs
 just this part and `--results` also writes its table to a file (benchmarks/results/cpu_generation_vllm.txt).
 
     python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
@@ -96,21 +98,27 @@ def compare_with_vllm(gen, path: str, prompts: list[list[int]], tokens: int, thr
         for name, decoder in (("engine (transformers loop)", gen), ("vLLM CPU (VLLMGenerator)", vllm)):
             decoder.generate_batch(prompts[:2], greedy, [4, 4])  # warm-up
             start = time.perf_counter()
+            decoder.generate_batch(prompts, greedy, [1] * len(prompts))  # the prefill (and first token) alone
+            prefill = time.perf_counter() - start
+            start = time.perf_counter()
             rows = decoder.generate_batch(prompts, greedy, [tokens] * len(prompts))
-            results[name] = (rows, time.perf_counter() - start)
+            results[name] = (rows, time.perf_counter() - start, prefill)
     finally:
         vllm.close()
-    (ours, _), (theirs, _) = results.values()
+    (ours, *_), (theirs, *_) = results.values()
     same = sum(a == b for a, b in zip(ours, theirs))
     lines = [f"Engine vs vLLM: {len(prompts)} prompts x up to {tokens} tokens, greedy, {threads} torch threads; "
              f"identical outputs: {same}/{len(prompts)}",
-             f"| {'decoder':<28} | {'tokens':>6} | {'seconds':>7} | {'tok/s':>6} |",
-             f"|{'-' * 30}|{'-' * 8}|{'-' * 9}|{'-' * 8}|"]
+             f"| {'decoder':<28} | {'tokens':>6} | {'seconds':>7} | {'tok/s':>6} | {'prefill s':>9} | "
+             f"{'decode tok/s':>12} |",
+             f"|{'-' * 30}|{'-' * 8}|{'-' * 9}|{'-' * 8}|{'-' * 11}|{'-' * 14}|"]
     rates = []
-    for name, (rows, seconds) in results.items():
+    for name, (rows, seconds, prefill) in results.items():
         count = sum(len(r) for r in rows)
-        rates.append(count / seconds)
-        lines.append(f"| {name:<28} | {count:>6} | {seconds:>7.1f} | {count / seconds:>6.1f} |")
+        decode = (count - len(rows)) / max(seconds - prefill, 1e-9)  # tokens after the first, per second
+        rates.append(decode)
+        lines.append(f"| {name:<28} | {count:>6} | {seconds:>7.1f} | {count / seconds:>6.1f} | {prefill:>9.1f} | "
+                     f"{decode:>12.1f} |")
     lines.append(f"vllm vs engine decode: {rates[1] / rates[0]:.2f}")
     return lines
 
