@@ -18,8 +18,9 @@ samples with top_p 1 and no top_k, where this equals `BatchingGenerator.decode`'
 
 Differences that remain: vLLM checks the stop string in its detokenized text, so a token that completes
 `</tool_call>` and carries more text ends the turn here but not in `BatchingGenerator`; and sampling draws
-from vLLM's generator, seeded per request from torch's RNG at submission (so `torch.manual_seed` before a
-validation gives that validation the same samples on the same weights, as with `BatchingGenerator`).
+from vLLM's own generator (seeded once, `trainer.seed`), so the trainer's `torch.manual_seed` before a validation
+does not repeat its samples. Per-request seeds would, but vLLM's CPU runner fails on them once a prefill is
+chunked ("CPU Generator does not use offset", vllm 0.31.0).
 """
 
 from __future__ import annotations
@@ -82,8 +83,7 @@ class VLLMGenerator:
         sampling = SamplingParams(max_tokens=max_tokens, temperature=max(temperature, 0.0),
                                   top_p=float(params.get("top_p", 1.0) or 1.0), top_k=top_k if top_k > 0 else -1,
                                   stop=self.stop_strings or None, include_stop_str_in_output=True,
-                                  stop_token_ids=self.eos_ids, logprobs=0,
-                                  seed=int(torch.randint(0, 2 ** 31 - 1, ()).item()) if temperature > 0 else None)
+                                  stop_token_ids=self.eos_ids, logprobs=0)
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._start()
         self._inbox.put((list(token_ids), sampling, max_tokens, future))
