@@ -1,8 +1,9 @@
 """The CPU engine's rollout server on vLLM's CPU build: `BatchingGenerator`'s interface, vLLM's decoding.
 
-On 2 cores vLLM decodes SmolLM2-135M about three times as fast as the engine's own transformers loop
-(benchmarks/cpu_generation.py --vllm-only). `VLLMGenerator` keeps the interface the trainer and the agent loop
-use: the async `__call__(request_id, token_ids, sampling_params) -> Generation` (token ids and their
+It was added for speed, but on this machine (2 cores, SmolLM2-135M, 32 held-out prompts) it decodes no faster
+than the engine's own loop: greedy, same outputs, 58 decode tokens/s each (benchmarks/cpu_generation.py
+--vllm-only, benchmarks/results/cpu_generation_vllm.txt). `VLLMGenerator` keeps the interface the trainer
+and the agent loop use: the async `__call__(request_id, token_ids, sampling_params) -> Generation` (token ids and their
 log-probs), `generate_batch(prompts, params, max_tokens)`, `generated_tokens`; and adds `update_weights(model)`,
 which the trainer calls after each optimizer step, because vLLM holds its own copy of the weights.
 
