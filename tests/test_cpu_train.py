@@ -287,3 +287,21 @@ def test_doctests(module):
 
     failed, attempted = doctest.testmod(importlib.import_module(module))
     assert attempted > 0 and failed == 0
+
+
+def test_training_threads_are_one_per_core_and_restored():
+    """Forward+backward passes run at one torch thread per usable core (more threads than cores make MKL's
+    backward GEMMs wait on each other), generation keeps its own setting, and an explicit count wins."""
+    import torch
+
+    from rstar2_agent.cores import usable_cores
+    from rstar2_agent.engine.trainer import set_threads, training_threads
+
+    generation = set_threads(0)
+    assert generation == usable_cores() + 2
+    with training_threads(0) as n:
+        assert n == usable_cores() == torch.get_num_threads()
+    assert torch.get_num_threads() == generation
+    with training_threads(3):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == generation
