@@ -68,7 +68,10 @@ def train(run_dir, steps: int, *extra: str) -> str:
            f"trainer.default_local_dir={run_dir['ckpt']}", "trainer.save_freq=1", "actor_rollout_ref.rollout.n=4",
            f"actor_rollout_ref.rollout.multi_turn.tool_config_path={root / 'tools.yaml'}",
            "augmentation.do_down_sampling=True", "augmentation.down_sampling_config.down_sample_to_n=2",
-           "augmentation.down_sampling_config.reject_equal_reward=True", *extra]
+           "augmentation.down_sampling_config.reject_equal_reward=True",
+           # every kept pair is one right and one wrong trace, so a mixed step always has a non-zero advantage
+           "augmentation.down_sampling_config.min_zero_reward_trace_num=1",
+           "augmentation.down_sampling_config.min_non_zero_reward_trace_num=1", *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=str(root), env=env)
     log = out.stdout + out.stderr
