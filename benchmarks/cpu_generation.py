@@ -12,12 +12,14 @@ usable cores) and at one thread. It prints a table of tokens/s with the ratio ag
 alone, measured in the same run; the last line reads `busy neighbour: R of alone` for the engine's setting.
 
 Third, where `import vllm` works (the /work/venv-vllm recipe in rstar2_agent/verl_cpu/__init__.py): the same
-prompts and token budget decoded greedily by the engine's loop and by its vLLM generator (VLLMGenerator, what
-`rstar2-agent train` uses where vLLM runs), both at the engine's thread count: tokens/s, how many outputs are
-identical, and a last line `vllm vs engine decode: X`: vLLM's decode tokens/s over the loop's, where decode
-excludes the prefill (timed alone as a 1-token turn of the same prompts; greedy turns here end at EOS after ~47
-tokens, so the 32 prompts' prefill is a large share of each decoder's time). `--vllm-only` runs
-just this part and `--results` also writes its table to a file (benchmarks/results/cpu_generation_vllm.txt).
+prompts decoded greedily by the engine's loop (at the engine's threads) and by its vLLM generator
+(VLLMGenerator, what `rstar2-agent train` uses where vLLM runs; one thread per core, vLLM's default), on two
+workloads: turns that end at EOS (greedy SmolLM2 stops after ~47 tokens, with a long tail), and a fixed
+`--tokens` new tokens each (EOS ignored: a rollout at temperature 1 rambles to its budget). It prints
+tokens/s, how many outputs are identical, and decode tokens/s, which exclude the prefill (timed alone as a
+1-token turn of the same prompts). The last line, `vllm vs engine decode: X`, is the fixed-length decode
+ratio. `--vllm-only` runs just this part and `--results` also writes its table to a file
+(benchmarks/results/cpu_generation_vllm.txt).
 
     python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
     /work/venv-vllm/bin/python benchmarks/cpu_generation.py --vllm-only --tokens 128 \
@@ -85,41 +87,51 @@ def compare_with_hf_generate(gen, prompts: list[list[int]], tokens: int) -> None
         print(f"| {name:<28} | {seconds:>7.1f} | {sum(lengths) / seconds:>6.1f} | {hf / seconds:>8.2f} |")
 
 
-def compare_with_vllm(gen, path: str, prompts: list[list[int]], tokens: int, threads: int) -> list[str]:
-    """Greedy decode of the same prompts by the engine's loop and by VLLMGenerator; the table's lines."""
+def compare_with_vllm(gen, path: str, prompts: list[list[int]], tokens: int) -> list[str]:
+    """Greedy decode of the same prompts by the engine's loop and by VLLMGenerator, each at its own default
+    threads, on two workloads: turns that end at EOS, and `tokens` new tokens each (EOS ignored, the rollout
+    of a model that rambles, and the issue's measurement). The table's lines; the last is the fixed-length
+    decode ratio."""
     from rstar2_agent.engine.vllm_generator import VLLMGenerator
 
-    torch.set_num_threads(threads)
     vllm = VLLMGenerator(gen.model, gen.tokenizer, path, max_num_seqs=len(prompts),
                          max_model_len=max(len(p) for p in prompts) + tokens + 16)
-    greedy = {"temperature": 0.0}
+    decoders = (("engine (transformers loop)", gen, torch.get_num_threads()), ("vLLM CPU (VLLMGenerator)", vllm,
+                                                                              vllm.threads))
+    workloads = (("to EOS", {"temperature": 0.0}), (f"{tokens} each", {"temperature": 0.0, "ignore_eos": True}))
+    lines = [f"Engine vs vLLM: {len(prompts)} prompts, up to {tokens} new tokens, greedy, each decoder at its "
+             "default torch threads",
+             f"| {'workload':<10} | {'decoder':<26} | {'threads':>7} | {'tokens':>6} | {'seconds':>7} | "
+             f"{'tok/s':>6} | {'prefill s':>9} | {'decode tok/s':>12} | {'same':>5} |",
+             f"|{'-' * 12}|{'-' * 28}|{'-' * 9}|{'-' * 8}|{'-' * 9}|{'-' * 8}|{'-' * 11}|{'-' * 14}|{'-' * 7}|"]
+    ratios = []
     try:
-        results = {}
-        for name, decoder in (("engine (transformers loop)", gen), ("vLLM CPU (VLLMGenerator)", vllm)):
-            decoder.generate_batch(prompts[:2], greedy, [4, 4])  # warm-up
-            start = time.perf_counter()
-            decoder.generate_batch(prompts, greedy, [1] * len(prompts))  # the prefill (and first token) alone
-            prefill = time.perf_counter() - start
-            start = time.perf_counter()
-            rows = decoder.generate_batch(prompts, greedy, [tokens] * len(prompts))
-            results[name] = (rows, time.perf_counter() - start, prefill)
+        for _, decoder, threads in decoders:
+            torch.set_num_threads(threads)
+            decoder.generate_batch(prompts[:2], {"temperature": 0.0}, [4, 4])  # warm-up
+        for workload, params in workloads:
+            results = []
+            for name, decoder, threads in decoders:
+                torch.set_num_threads(threads)
+                start = time.perf_counter()
+                decoder.generate_batch(prompts, params, [1] * len(prompts))  # the prefill (and first token) alone
+                prefill = time.perf_counter() - start
+                start = time.perf_counter()
+                rows = decoder.generate_batch(prompts, params, [tokens] * len(prompts))
+                results.append((name, threads, rows, time.perf_counter() - start, prefill))
+            same = sum(a == b for a, b in zip(results[0][2], results[1][2]))
+            rates = []
+            for name, threads, rows, seconds, prefill in results:
+                count = sum(len(r) for r in rows)
+                rates.append((count - len(rows)) / max(seconds - prefill, 1e-9))  # tokens after the first, per s
+                lines.append(f"| {workload:<10} | {name:<26} | {threads:>7} | {count:>6} | {seconds:>7.1f} | "
+                             f"{count / seconds:>6.1f} | {prefill:>9.1f} | {rates[-1]:>12.1f} | "
+                             f"{same:>2}/{len(prompts):<2} |")
+            ratios.append(rates[1] / rates[0])
     finally:
         vllm.close()
-    (ours, *_), (theirs, *_) = results.values()
-    same = sum(a == b for a, b in zip(ours, theirs))
-    lines = [f"Engine vs vLLM: {len(prompts)} prompts x up to {tokens} tokens, greedy, {threads} torch threads; "
-             f"identical outputs: {same}/{len(prompts)}",
-             f"| {'decoder':<28} | {'tokens':>6} | {'seconds':>7} | {'tok/s':>6} | {'prefill s':>9} | "
-             f"{'decode tok/s':>12} |",
-             f"|{'-' * 30}|{'-' * 8}|{'-' * 9}|{'-' * 8}|{'-' * 11}|{'-' * 14}|"]
-    rates = []
-    for name, (rows, seconds, prefill) in results.items():
-        count = sum(len(r) for r in rows)
-        decode = (count - len(rows)) / max(seconds - prefill, 1e-9)  # tokens after the first, per second
-        rates.append(decode)
-        lines.append(f"| {name:<28} | {count:>6} | {seconds:>7.1f} | {count / seconds:>6.1f} | {prefill:>9.1f} | "
-                     f"{decode:>12.1f} |")
-    lines.append(f"vllm vs engine decode: {rates[1] / rates[0]:.2f}")
+    lines.append(f"to-EOS decode ratio: {ratios[0]:.2f}")
+    lines.append(f"vllm vs engine decode: {ratios[1]:.2f}")
     return lines
 
 
@@ -157,7 +169,8 @@ def main() -> None:
     if not args.vllm_only:
         run_without_vllm(gen, prompts, args, engine_threads, cores)
     if with_vllm:
-        lines = compare_with_vllm(gen, path, prompts, args.tokens, engine_threads)
+        torch.set_num_threads(engine_threads)
+        lines = compare_with_vllm(gen, path, prompts, args.tokens)
         print("\n" + "\n".join(lines))
         if args.results:
             with open(args.results, "w") as f:

@@ -68,3 +68,13 @@ def test_no_eos_is_added_when_the_turn_ran_out_of_budget_or_wrote_its_own():
     assert generator.close_turn(CALL, max_tokens=len(CALL)) == CALL  # no room left for it
     assert generator.close_turn(CALL + [TOK.eos_token_id], 100) == CALL + [TOK.eos_token_id]
     assert generator.close_turn(ANSWER, 100) == ANSWER  # cut by max_tokens elsewhere, not at a stop string
+
+
+def test_ignore_eos_decodes_to_max_tokens_and_eos_otherwise_ends_the_turn():
+    filler = TOK.encode(" x", add_special_tokens=False)[0]
+    answer = ANSWER + [TOK.eos_token_id]
+    stopped = BatchingGenerator(TurnScript([answer], filler), TOK).generate_batch([[1, 2]], {"temperature": 0.0}, [40])
+    assert stopped == [answer]
+    fixed = BatchingGenerator(TurnScript([answer], filler), TOK).generate_batch(
+        [[1, 2]], {"temperature": 0.0, "ignore_eos": True}, [40])
+    assert fixed == [answer + [filler] * (40 - len(answer))]

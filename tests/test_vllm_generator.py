@@ -40,7 +40,8 @@ def setup():
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     template = load_chat_template(None)
     prompts = [prompt_ids(tokenizer, template, p, DEFAULT_SYSTEM_PROMPT) for p in PROBLEMS]
-    gen = VLLMGenerator(model, tokenizer, path, max_num_seqs=8, max_model_len=1024, kv_cache_gib=1)
+    gen = VLLMGenerator(model, tokenizer, path, max_num_seqs=8, max_model_len=1024, kv_cache_gib=1,
+                        logprobs=True)
     yield gen, BatchingGenerator(model, tokenizer), prompts
     gen.close()
 

@@ -48,7 +48,7 @@ class _Request:
 
 def sampling_key(params: Mapping[str, Any]) -> tuple:
     """Requests that can share one `generate` call (same sampling settings)."""
-    return float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0))
+    return float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0)), bool(params.get("ignore_eos"))
 
 
 class BatchingGenerator:
@@ -132,13 +132,15 @@ class BatchingGenerator:
         not carry the finished ones: in a turn where most stop at `</tool_call>` after 40 tokens and one goes
         on to 200, the last 160 steps run at batch size 1, not 32 (HF `generate` would decode all 32).
 
-        Sampling: `temperature` (0 = greedy), `top_p`, `top_k` (<= 0: off) from `params`. With `logprobs`, it
+        Sampling: `temperature` (0 = greedy), `top_p`, `top_k` (<= 0: off) from `params`; `ignore_eos` (as in
+        vLLM) decodes on past an EOS, for fixed-length benchmarks. With `logprobs`, it
         also returns each new token's log-probability under softmax(logits / temperature) (logits / 1 when
         greedy), as verl's actor computes them; top-p/top-k do not enter them."""
         from transformers import DynamicCache
 
         temperature, top_p = float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0))
         top_k = int(params.get("top_k", 0) or 0)
+        eos_ids = set() if params.get("ignore_eos") else self.eos_ids
         input_ids, attention = left_pad(prompts, self.pad_id)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         rows: list[list[int]] = [[] for _ in prompts]
@@ -155,7 +157,8 @@ class BatchingGenerator:
                     scaled = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), -1)
                     for j, value in enumerate(scaled.gather(-1, tokens[:, None]).squeeze(-1).tolist()):
                         row_logprobs[active[j]].append(value)
-                keep = [j for j, i in enumerate(active) if not self._append(rows[i], int(tokens[j]), max_tokens[i])]
+                keep = [j for j, i in enumerate(active)
+                        if not self._append(rows[i], int(tokens[j]), max_tokens[i], eos_ids)]
                 if not keep:
                     break
                 if len(keep) < len(active):  # finished rows leave the batch and the cache
@@ -171,10 +174,10 @@ class BatchingGenerator:
         self.generated_tokens += sum(len(r) for r in rows)
         return rows, (row_logprobs if logprobs else None)
 
-    def _append(self, row: list[int], token: int, max_tokens: int) -> bool:
+    def _append(self, row: list[int], token: int, max_tokens: int, eos_ids: set[int]) -> bool:
         """Add a decoded token to its row; True when the row's turn is over."""
         row.append(token)
-        return token in self.eos_ids or len(row) >= max_tokens or self._at_stop(row)
+        return token in eos_ids or len(row) >= max_tokens or self._at_stop(row)
 
     def _at_stop(self, row: Sequence[int]) -> bool:
         if not self.stop_strings:

@@ -1,8 +1,10 @@
 """The CPU engine's rollout server on vLLM's CPU build: `BatchingGenerator`'s interface, vLLM's decoding.
 
-It was added for speed, but on this machine (2 cores, SmolLM2-135M, 32 held-out prompts) it decodes no faster
-than the engine's own loop: greedy, same outputs, 58 decode tokens/s each (benchmarks/cpu_generation.py
---vllm-only, benchmarks/results/cpu_generation_vllm.txt). `VLLMGenerator` keeps the interface the trainer
+It is there for speed: on this machine (2 cores, SmolLM2-135M, 32 held-out prompts, greedy, same outputs) it
+decodes 2.9x the engine's own loop at 128 new tokens each, 1.9x on turns that end at EOS
+(benchmarks/cpu_generation.py --vllm-only, benchmarks/results/cpu_generation_vllm.txt): one thread per core,
+prefix caching (a group's samples share their prompt's prefill), and no per-token log-probs unless asked
+(`logprobs=True`; the engine's update recomputes them). `VLLMGenerator` keeps the interface the trainer
 and the agent loop use: the async `__call__(request_id, token_ids, sampling_params) -> Generation` (token ids and their
 log-probs), `generate_batch(prompts, params, max_tokens)`, `generated_tokens`; and adds `update_weights(model)`,
 which the trainer calls after each optimizer step, because vLLM holds its own copy of the weights.
@@ -36,6 +38,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from rstar2_agent import vllm_cpu
+from rstar2_agent.cores import usable_cores
 from rstar2_agent.engine.generator import STOP_STRINGS
 from rstar2_agent.rollout import Generation
 
@@ -47,21 +50,25 @@ class VLLMGenerator:
 
     def __init__(self, model, tokenizer, model_path: str, max_num_seqs: int = 32, max_model_len: int = 2048,
                  stop_strings: Sequence[str] = STOP_STRINGS, eos_token_ids: Optional[Sequence[int]] = None,
-                 seed: int = 0, kv_cache_gib: int = 2):
+                 seed: int = 0, kv_cache_gib: int = 2, threads: int = 0, logprobs: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.stop_strings = list(stop_strings)
         self.eos_id = tokenizer.eos_token_id
         self.eos_ids = sorted(set(eos_token_ids) if eos_token_ids else {self.eos_id})
         self.max_num_seqs = max(1, max_num_seqs)
+        self.logprobs = logprobs  # off by default: the engine's update recomputes them, and they cost ~13% decode
         # vLLM's CPU worker lowers this process's torch threads to 1 and turns `torch.set_num_threads` into a
-        # no-op; the trainer's update shares the process, so both are put back, and the engine thread takes the
-        # same count (its attention kernel checks that the threads it runs on match the ones it planned for)
-        self.threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+        # no-op; the trainer's update shares the process, so both are put back. The engine thread runs at
+        # `threads` (default one per usable core, vLLM's own choice: on 2 cores 4 threads cost a third of its
+        # decode speed; its attention kernel checks that the threads it runs on match the ones it planned for)
+        self.threads, set_threads = threads if threads > 0 else usable_cores(), torch.set_num_threads
+        before = torch.get_num_threads()
         self.llm = vllm_cpu.build_llm(model_path, max_model_len=max_model_len, max_num_seqs=self.max_num_seqs,
-                                      seed=seed, kv_cache_gib=kv_cache_gib, logprobs_mode="processed_logprobs")
+                                      seed=seed, kv_cache_gib=kv_cache_gib, logprobs_mode="processed_logprobs",
+                                      enable_prefix_caching=True)
         torch.set_num_threads = set_threads
-        set_threads(self.threads)
+        set_threads(before)
         self._engine = self.llm.llm_engine
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # a step and a weight reload never overlap
@@ -74,17 +81,19 @@ class VLLMGenerator:
     # ------------------------------------------------------------------------------------------ requests
 
     def submit(self, token_ids: Sequence[int], params: Mapping[str, Any]) -> concurrent.futures.Future:
-        """Queue one turn (`params`: max_tokens, temperature (0 = greedy), top_p, top_k); a Future of its
-        `Generation`."""
+        """Queue one turn (`params`: max_tokens, temperature (0 = greedy), top_p, top_k, ignore_eos); a Future
+        of its `Generation`."""
         from vllm import SamplingParams
 
         max_tokens = int(params["max_tokens"])
         temperature = float(params.get("temperature", 1.0) or 0.0)
         top_k = int(params.get("top_k", 0) or 0)
+        ignore_eos = bool(params.get("ignore_eos"))
         sampling = SamplingParams(max_tokens=max_tokens, temperature=max(temperature, 0.0),
                                   top_p=float(params.get("top_p", 1.0) or 1.0), top_k=top_k if top_k > 0 else -1,
                                   stop=self.stop_strings or None, include_stop_str_in_output=True,
-                                  stop_token_ids=self.eos_ids, logprobs=0)
+                                  stop_token_ids=[] if ignore_eos else self.eos_ids, ignore_eos=ignore_eos,
+                                  logprobs=0 if self.logprobs else None)
         future: concurrent.futures.Future = concurrent.futures.Future()
         self._start()
         self._inbox.put((list(token_ids), sampling, max_tokens, future))
