@@ -87,6 +87,8 @@ def test_tasks_from_a_verl_file(tmp_path):
     with pytest.raises(ValueError, match="bad.jsonl row 0"):
         load_tasks(str(tmp_path / "bad.jsonl"), "train")
     assert len(load_tasks("bundled", "test")) == 80
+    holdout = {t.problem for t in load_tasks("bundled:holdout", "test")}  # the named split wins
+    assert len(holdout) == 80 and not holdout & {t.problem for t in load_tasks("bundled", "test")}
 
 
 # ---------------------------------------------------------------------------------------------- generator

@@ -24,7 +24,7 @@ def expected(row) -> int:
     }[row["family"]]()
 
 
-@pytest.mark.parametrize("split", ["train", "test"])
+@pytest.mark.parametrize("split", ["train", "test", "holdout"])
 def test_shipped_splits_are_the_generated_ones_and_correct(split):
     rows = load(split)
     assert rows == splits()[split]
@@ -34,7 +34,13 @@ def test_shipped_splits_are_the_generated_ones_and_correct(split):
 
 
 def test_splits_are_disjoint_and_sized():
-    train, test = load("train"), load("test")
-    assert (len(train), len(test)) == (320, 80)
+    train, test, holdout = load("train"), load("test"), load("holdout")
+    assert (len(train), len(test), len(holdout)) == (320, 80, 80)
     assert not {r["problem"] for r in train} & {r["problem"] for r in test}
+    assert not {r["problem"] for r in holdout} & {r["problem"] for r in train + test}
     assert len({r["problem"] for r in train}) == 320
+
+
+def test_an_unknown_split_is_refused_by_name():
+    with pytest.raises(ValueError, match="holdout"):
+        load("dev")

@@ -1,6 +1,8 @@
 """The problems a CPU run trains and validates on: the bundled task set, or a verl parquet/jsonl.
 
     load_tasks("bundled", "train")              # rstar2_agent/data/math_tasks_train.jsonl (320 problems)
+    load_tasks("bundled", "test")               # the dev set (80), what validation uses by default
+    load_tasks("bundled:holdout", "test")       # the untouched split (80): a named split wins over `split`
     load_tasks("~/data/rstar2-agent/aime2024_rstar2_agent_loop.parquet", "test")
 
 A verl row (what `data_preprocess/` writes) gives its last user message as the problem and
@@ -67,8 +69,9 @@ def step_indices(step: int, batch_size: int, n: int, seed: int, shuffle: bool = 
 
 
 def load_tasks(spec: str, split: str) -> list[Task]:
-    if spec == "bundled":
-        return [_from_row(row, "bundled") for row in math_tasks.load(split)]
+    if spec == "bundled" or spec.startswith("bundled:"):
+        name = spec.partition(":")[2] or split
+        return [_from_row(row, f"bundled:{name}") for row in math_tasks.load(name)]
     path = Path(spec).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data file {path} does not exist (use `bundled` for the shipped task set)")
