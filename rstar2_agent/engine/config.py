@@ -155,6 +155,8 @@ class TrainerConfig:
     test_freq: int = 2  # validate every N steps (and at the end); <= 0: only at the end
     val_before_train: bool = True
     save_freq: int = 2  # checkpoint every N steps (and at the end); <= 0: only at the end
+    # the newest N checkpoints stay on disk (about 1.6 GB each for SmolLM2-135M); null or <= 0: all (verl's null)
+    max_actor_ckpt_to_keep: Optional[int] = 2
     default_local_dir: str = "runs/rstar2-agent-cpu"
     project_name: str = "rstar2-agent"
     experiment_name: str = "cpu"

@@ -357,7 +357,8 @@ class CPUTrainer:
     # --------------------------------------------------------------------------------------------- the run
 
     def _save(self, step: int) -> None:
-        path = checkpoint.save(self.run_dir, step, self.model, self.tokenizer, self.optimizer)
+        path = checkpoint.save(self.run_dir, step, self.model, self.tokenizer, self.optimizer,
+                               keep=self.cfg.trainer.max_actor_ckpt_to_keep)
         self.echo(f"checkpoint: {path}")
 
     async def _fit(self, judge_url: str) -> dict[str, float]:
