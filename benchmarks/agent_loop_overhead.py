@@ -33,6 +33,7 @@ from code_judge.client import CodeJudgeClient  # noqa: E402
 from code_judge.local import LocalJudge  # noqa: E402
 from rstar2_agent.rollout import AgentLoop, Generation, LoopConfig, ToolTurnFormat, render  # noqa: E402
 from rstar2_agent.tools import PythonTool, ToolResult  # noqa: E402
+from recorded import default_path, recorded  # noqa: E402  (benchmarks/, the script's own folder)
 from rstar2_agent.engine.tiny import build_tokenizer  # noqa: E402
 
 TOK = build_tokenizer()
@@ -134,8 +135,13 @@ def main() -> None:
     ap.add_argument("--trajectories", type=int, default=10000)
     ap.add_argument("--judge-trajectories", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--results", default=default_path(__file__), help="also write the output here ('': no)")
     args = ap.parse_args()
+    with recorded(args.results):
+        run(args)
 
+
+def run(args) -> None:
     lo = asyncio.run(loop_only(args.trajectories))
     with LocalJudge(workers=os.cpu_count() or 2, env={"LOG_LEVEL": "WARNING"}) as judge:
         wj = asyncio.run(with_judge(judge.url, args.judge_trajectories, args.concurrency))

@@ -65,6 +65,7 @@ if str(_REPO_ROOT) not in sys.path:
 
 from code_judge.client import CodeJudgeClient  # noqa: E402
 from code_judge.local import LocalJudge  # noqa: E402
+from recorded import default_path, recorded  # noqa: E402  (benchmarks/, the script's own folder)
 
 TARGET_RATIO = 5.0
 TARGET_WORKLOADS = ("print", "sympy")  # (a) and (b)
@@ -333,6 +334,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="subset of workloads: print sympy numpy (or a b c); default: all",
     )
     p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
+    p.add_argument("--results", default=default_path(__file__), help="also write the printed output here ('': no)")
     p.add_argument("--workers", type=int, default=cpus, help="worker processes of the local judge (default: os.cpu_count() = %(default)s)")
     p.add_argument("--url", default=None, help="benchmark an already running judge at URL instead of starting one")
     p.add_argument(
@@ -384,6 +386,11 @@ async def run_benchmark(args: argparse.Namespace, url: str, workloads: dict[str,
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    with recorded(args.results):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     workloads = build_workloads()
     cpus = os.cpu_count() or 1
     cells = len(args.workloads) * len(args.concurrency) * (1 if args.no_baseline else 2)

@@ -25,6 +25,8 @@ import os
 import random
 import time
 
+from recorded import default_path, recorded
+
 TARGET_RATIO = 1.8
 
 
@@ -114,8 +116,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="pool per-item timeout, seconds")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each with new pairs in a new order")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", default=default_path(__file__), help="also write the output here ('': no)")
     args = parser.parse_args()
+    with recorded(args.results):
+        run(args)
 
+
+def run(args) -> None:
     from rstar2_agent.reward import RewardPool, compute_score
 
     cores = len(os.sched_getaffinity(0))
