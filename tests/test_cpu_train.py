@@ -98,8 +98,7 @@ async def test_concurrent_turns_are_decoded_together_and_match_single_decoding()
     gen = BatchingGenerator(model, TOK, max_num_seqs=8)
     calls = []
     original = gen.generate_batch
-    gen.generate_batch = lambda prompts, params, max_tokens: calls.append(len(prompts)) or original(
-        prompts, params, max_tokens)
+    gen.generate_batch = lambda prompts, *rest: calls.append(len(prompts)) or original(prompts, *rest)
     prompts = [TOK.encode(f"<|im_start|>user\nWhat is {i} + {i}?<|im_end|>\n") for i in range(6)]
     greedy = {"temperature": 0.0, "max_tokens": 12}
     outs = await asyncio.gather(*(gen(str(i), p, greedy) for i, p in enumerate(prompts)))
@@ -118,8 +117,7 @@ async def test_second_turns_that_come_back_at_different_times_are_decoded_togeth
     gen = BatchingGenerator(build_model(TOK, seed=3), TOK, max_num_seqs=8, gather_window_s=0.3)
     calls = []
     original = gen.generate_batch
-    gen.generate_batch = lambda prompts, params, max_tokens: calls.append(len(prompts)) or original(
-        prompts, params, max_tokens)
+    gen.generate_batch = lambda prompts, *rest: calls.append(len(prompts)) or original(prompts, *rest)
     params = {"temperature": 0.0, "max_tokens": 4}
 
     async def trajectory(i: int):

@@ -48,7 +48,7 @@ def build_generator(cfg, model, tokenizer, model_dir: Optional[str], echo: Calla
     from rstar2_agent.engine.generator import BatchingGenerator
 
     echo(f"rollout backend: transformers BatchingGenerator ({why})")
-    return BatchingGenerator(model, tokenizer, rollout.max_num_seqs)
+    return BatchingGenerator(model, tokenizer, rollout.max_num_seqs, seed=cfg.trainer.seed)
 
 
 def sync_weights(generator, model) -> bool:

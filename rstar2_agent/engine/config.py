@@ -75,8 +75,9 @@ class MultiTurnConfig:
 
 @dataclasses.dataclass
 class ValKwargs:
-    # Sampled, as rStar2-Agent evaluates (greedy decoding makes a small model loop); the RNG is re-seeded with
-    # trainer.seed before every validation, so before/after compare the policy, not the dice.
+    # Sampled, as rStar2-Agent evaluates (greedy decoding makes a small model loop). The transformers generator
+    # seeds each request from (trainer.seed, its id, its input length), and a validation's ids are the same every
+    # time, so before/after compare the policy, not the dice, whatever the batching (vLLM: one seeded stream).
     temperature: float = 0.6
     n: int = 1
 

@@ -23,12 +23,20 @@ match the GPU path, no stop string, would let a model that has not learned it ye
 until its EOS or the token limit, on every tool turn, which is slow on a CPU. The cost: that
 EOS was not sampled, so its gradient is not an on-policy one (the cold start's demonstrations, which end each
 tool call with EOS, make it the likely token anyway).
+
+Sampling is per request: each row draws from its own `torch.Generator`, seeded from `(seed, request_id, length of
+the turn's input)` with a stable hash (`request_seed`), never from torch's global stream. Which rows share a batch
+depends on when the code judge answers, so with one shared stream a problem's draws would depend on its
+neighbours; this way a request samples the same tokens alone or in any batch, a validation's `val-<i>-<k>`
+requests get the same dice every time (before/after compare the policy), and each turn of a trajectory (a longer
+input) gets fresh ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import threading
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +52,17 @@ class _Request:
     token_ids: list[int]
     params: Mapping[str, Any]
     future: asyncio.Future
+    request_id: str = ""
+
+
+def request_seed(seed: int, request_id: str, input_length: int) -> int:
+    """A 63-bit seed for one turn of one request, the same in every process (Python's `hash` of a str is salted).
+
+    >>> request_seed(1, "val-0-0", 12) == request_seed(1, "val-0-0", 12) != request_seed(1, "val-0-1", 12)
+    True
+    """
+    digest = hashlib.blake2b(f"{seed}\0{request_id}\0{input_length}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 def sampling_key(params: Mapping[str, Any]) -> tuple:
@@ -56,8 +75,9 @@ class BatchingGenerator:
 
     def __init__(self, model, tokenizer, max_num_seqs: int = 32, stop_strings: Sequence[str] = STOP_STRINGS,
                  gather_window_s: float = 0.25, max_gather_s: float = 2.0,
-                 eos_token_ids: Sequence[int] | None = None):
+                 eos_token_ids: Sequence[int] | None = None, seed: int = 0):
         self.model = model
+        self.seed = seed  # with each request's id, seeds its own sampler (`request_seed`); trainer.seed
         self.gather_window_s = gather_window_s
         self.max_gather_s = max_gather_s
         self.tokenizer = tokenizer
@@ -76,7 +96,7 @@ class BatchingGenerator:
 
     async def __call__(self, request_id: str, token_ids: list[int], sampling_params: Mapping[str, Any]) -> Generation:
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(list(token_ids), dict(sampling_params), future))
+        self._pending.append(_Request(list(token_ids), dict(sampling_params), future, str(request_id)))
         if not self._busy:
             self._busy = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -94,7 +114,8 @@ class BatchingGenerator:
                 try:
                     outputs = await loop.run_in_executor(None, self.generate_batch,
                                                          [r.token_ids for r in batch], batch[0].params,
-                                                         [int(r.params["max_tokens"]) for r in batch])
+                                                         [int(r.params["max_tokens"]) for r in batch],
+                                                         [r.request_id for r in batch])
                 except Exception as exc:  # noqa: BLE001 - every waiting trajectory must hear about it
                     for r in batch:
                         if not r.future.done():
@@ -121,12 +142,18 @@ class BatchingGenerator:
                 seen, quiet_until = len(self._pending), loop.time() + self.gather_window_s
 
     def generate_batch(self, prompts: Sequence[Sequence[int]], params: Mapping[str, Any],
-                       max_tokens: Sequence[int]) -> list[list[int]]:
+                       max_tokens: Sequence[int], request_ids: Sequence[str] | None = None) -> list[list[int]]:
         """The new token ids of each prompt (see `decode`)."""
-        return self.decode(prompts, params, max_tokens)[0]
+        return self.decode(prompts, params, max_tokens, request_ids=request_ids)[0]
+
+    def samplers(self, prompts: Sequence[Sequence[int]], request_ids: Sequence[str]) -> list[torch.Generator]:
+        """One generator per row, seeded from (`self.seed`, its request id, its input length)."""
+        return [torch.Generator().manual_seed(request_seed(self.seed, rid, len(p)))
+                for p, rid in zip(prompts, request_ids, strict=True)]
 
     def decode(self, prompts: Sequence[Sequence[int]], params: Mapping[str, Any], max_tokens: Sequence[int],
-               logprobs: bool = False) -> tuple[list[list[int]], list[list[float]] | None]:
+               logprobs: bool = False, request_ids: Sequence[str] | None = None
+               ) -> tuple[list[list[int]], list[list[float]] | None]:
         """Decode the prompts together, one new token per row per step on a shared KV cache. A row that is
         done (EOS, the stop string, or its `max_tokens`) leaves the batch at once, so the rows still writing do
         not carry the finished ones: in a turn where most stop at `</tool_call>` after 40 tokens and one goes
@@ -135,7 +162,9 @@ class BatchingGenerator:
         Sampling: `temperature` (0 = greedy), `top_p`, `top_k` (<= 0: off) from `params`; `ignore_eos` (as in
         vLLM) decodes on past an EOS, for fixed-length benchmarks. With `logprobs`, it
         also returns each new token's log-probability under softmax(logits / temperature) (logits / 1 when
-        greedy), as verl's actor computes them; top-p/top-k do not enter them."""
+        greedy), as verl's actor computes them; top-p/top-k do not enter them. With `request_ids`, each row samples
+        from its own generator (`samplers`), so its tokens do not depend on the other rows; without, all rows draw
+        from torch's global stream."""
         from transformers import DynamicCache
 
         temperature, top_p = float(params.get("temperature", 1.0)), float(params.get("top_p", 1.0))
@@ -146,13 +175,15 @@ class BatchingGenerator:
         rows: list[list[int]] = [[] for _ in prompts]
         row_logprobs: list[list[float]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
+        generators = self.samplers(prompts, request_ids) if request_ids is not None and temperature > 0 else None
         cache = DynamicCache()
         with self._lock, torch.no_grad():
             logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             next_position = positions[:, -1] + 1
             while True:
-                tokens = sample_next(logits, temperature, top_p, top_k)
+                tokens = sample_next(logits, temperature, top_p, top_k,
+                                     None if generators is None else [generators[i] for i in active])
                 if logprobs:
                     scaled = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), -1)
                     for j, value in enumerate(scaled.gather(-1, tokens[:, None]).squeeze(-1).tolist()):
@@ -204,9 +235,11 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
     return input_ids, attention
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float = 1.0, top_k: int = 0,
+                generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
     """One token per row from last-position logits [b, V]: greedy at temperature 0, else sampling from the
-    `top_k` most likely tokens (<= 0: all) and within them the nucleus `top_p`.
+    `top_k` most likely tokens (<= 0: all) and within them the nucleus `top_p`. `generators` (one per row) make
+    each row draw from its own stream; without, all rows draw from torch's global one.
 
     >>> sample_next(torch.tensor([[0.0, 2.0, 1.0]]), temperature=0.0).tolist()
     [1]
@@ -226,4 +259,6 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float = 1.0, to
         outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # the tokens after the nucleus is full
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1).squeeze(-1)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators, strict=True)])

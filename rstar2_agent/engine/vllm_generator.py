@@ -21,9 +21,10 @@ samples with top_p 1 and no top_k, where this equals `BatchingGenerator.decode`'
 
 Differences that remain: vLLM checks the stop string in its detokenized text, so a token that completes
 `</tool_call>` and carries more text ends the turn here but not in `BatchingGenerator`; and sampling draws
-from vLLM's own generator (seeded once, `trainer.seed`), so the trainer's `torch.manual_seed` before a validation
-does not repeat its samples. Per-request seeds would, but vLLM's CPU runner fails on them once a prefill is
-chunked ("CPU Generator does not use offset", vllm 0.31.0).
+from vLLM's own generator (seeded once, `trainer.seed`), one stream for all requests, so a request's draws
+depend on what else runs with it and a validation does not repeat its samples. `BatchingGenerator` gives each
+request its own seeded generator; vLLM's per-request `SamplingParams.seed` would do the same here, but vLLM's CPU
+runner fails on them once a prefill is chunked ("CPU Generator does not use offset", vllm 0.31.0), so it is left.
 """
 
 from __future__ import annotations
