@@ -145,8 +145,9 @@ class CodeJudgeSettings:
 
 @dataclasses.dataclass
 class RewardSettings:
-    num_workers: int = 1
-    timeout_s: float = 10.0
+    # reward-pool processes (ours: verl's `reward.num_workers` counts reward-loop workers, each with its own pool)
+    pool_workers: int = 1
+    timeout_s: float = 10.0  # per answer; a check that runs longer scores 0.0 and its process is replaced
 
 
 @dataclasses.dataclass

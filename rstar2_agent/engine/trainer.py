@@ -191,7 +191,7 @@ class CPUTrainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=actor.optim.lr,
                                            weight_decay=actor.optim.weight_decay)
         self.down_sampling = DownSamplingConfig.from_config(cfg)
-        self.reward_pool = RewardPool(num_workers=cfg.reward.num_workers, timeout_s=cfg.reward.timeout_s)
+        self.reward_pool = RewardPool(num_workers=cfg.reward.pool_workers, timeout_s=cfg.reward.timeout_s)
         self.train_tasks = self._tasks(cfg.data.train_files, "train")
         self.val_tasks = self._tasks(cfg.data.val_files, "test", cfg.data.val_size)
         params = sum(p.numel() for p in self.model.parameters())
