@@ -30,7 +30,7 @@ from rstar2_agent.tools import (
     parse_tool_calls,
 )
 from rstar2_agent.tools.parser import split_tool_calls
-from rstar2_agent.tools.python_tool import PYTHON_TOOL_SCHEMA, build_program
+from rstar2_agent.tools.python_tool import PYTHON_TOOL_SCHEMA, JudgeRetry, build_program
 from rstar2_agent.tools.jupyter_tool import JUPYTER_TOOL_SCHEMA
 
 PREFIX = "Failed to parse tool call: "
@@ -472,12 +472,14 @@ async def test_python_tool_rejects_wrong_argument_types_without_calling_the_judg
 async def test_tools_survive_a_judge_outage():
     dead = CodeJudgeClient(f"http://127.0.0.1:{free_port()}", max_retries=1, backoff_s=0.01, timeout_s=5)
     try:
-        for tool, args in ((PythonTool(dead), {"code": "print(1)", "input": ""}), (JupyterTool(dead), {"code": "1"})):
+        retry = JudgeRetry(attempts=2, backoff_s=0.01)
+        for tool, args in ((PythonTool(dead, retry=retry), {"code": "print(1)", "input": ""}),
+                           (JupyterTool(dead, retry=retry), {"code": "1"})):
             res = await tool.execute(args, [ToolCall("jupyter_code", {"code": "x = 1"})])
-            assert res.success is False
+            assert res.success is False and res.infra_error is True  # the sandbox's fault, not the model's
             assert res.text.startswith("Tool call failure\nreason: code judge error: ")
             assert "after 2 attempts" in res.text
-        assert dead.stats.requests == 4  # 2 attempts each: the tools really tried
+        assert dead.stats.requests == 8  # 2 tries of the call x 2 client attempts each: the tools really tried
     finally:
         await dead.aclose()
 

@@ -106,8 +106,55 @@ def rollout_text_metrics(err_counts, resp_counts, err_penalties, answer_counts) 
 
 
 def select_rows(uids: Sequence[Hashable], response_texts: Sequence[str], turns: Sequence[int],
-                rewards: Sequence[float], cfg: DownSamplingConfig) -> tuple[list[int] | None, dict[str, float]]:
+                rewards: Sequence[float], cfg: DownSamplingConfig,
+                infra_errors: Sequence[bool] | None = None) -> tuple[list[int] | None, dict[str, float]]:
     """The positions GRPO-RoC keeps from one scored rollout (ascending), or None when none is left; plus metrics.
+
+    ``infra_errors`` (one bool per trace, default all False) marks trajectories whose tool call the sandbox
+    failed (`rstar2_agent.rollout.Trajectory.infra_error`). Rule: such a trace is **never kept, whatever the
+    settings, and is invisible to everything else** -- it is removed before reject-equal, RoC and the rollout
+    text metrics (so RoC's error ratio never counts it), and its reward is ignored. Its group is then judged
+    and, downstream, normalised by GRPO over its remaining traces only, so the sandbox's fault neither penalises
+    the group (an infra trace scored 0 would be a false negative, pushing the group's correct answers up and
+    a possibly good answer down) nor shrinks the step's signal beyond the lost trace. With RoC a group left
+    with fewer than ``down_sample_to_n`` traces is dropped, as any small group. Every other step is
+    :func:`_select_clean` on the remaining traces. ``down_sampling/infra_error_dropped_num`` counts them
+    (``down_sampling/before_sampling_trace_num`` still counts every trace).
+
+    Worked example: prompts ``p`` and ``q``, 4 traces each; the sandbox failed trace 3 of each (reward 0, as a
+    failed answer would score). ``p``: rewards 1, 0, 1, [0] -> it keeps traces 0, 1, 2 and GRPO's group mean is
+    2/3, not 1/2. ``q``: rewards 1, 1, 1, [0] -> without its infra trace every reward is equal, so the group
+    is rejected (nothing to learn) instead of training trace 7 as a wrong answer.
+
+    >>> texts = ["<answer>1</answer>"] * 8
+    >>> cfg = DownSamplingConfig(do_down_sampling=True, reject_equal_reward=True)
+    >>> infra = [False, False, False, True] * 2
+    >>> rows, m = select_rows(["p"] * 4 + ["q"] * 4, texts, [1] * 8, [1, 0, 1, 0, 1, 1, 1, 0], cfg, infra)
+    >>> rows, m["down_sampling/infra_error_dropped_num"], m["down_sampling/before_sampling_trace_num"]
+    ([0, 1, 2], 2, 8)
+    >>> select_rows(["p"] * 4 + ["q"] * 4, texts, [1] * 8, [1, 0, 1, 0, 1, 1, 1, 0], cfg)[0]  # without the flags
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    >>> select_rows(["p"] * 2, texts[:2], [1] * 2, [1, 0], DownSamplingConfig(), [False, True])[0]  # even when off
+    [0]
+    """
+    size = len(uids)
+    infra = np.zeros(size, dtype=bool) if infra_errors is None else np.asarray(list(infra_errors), dtype=bool)
+    if len(infra) != size:
+        raise ValueError(f"select_rows: {size} uids but {len(infra)} infra_error flags")
+    if not len(response_texts) == len(turns) == len(rewards) == size:
+        raise ValueError(f"select_rows: {size} uids but {len(response_texts)} texts, {len(turns)} turn counts and "
+                         f"{len(rewards)} rewards")
+    clean = np.flatnonzero(~infra)
+    rows, metrics = _select_clean([uids[i] for i in clean], [response_texts[i] for i in clean],
+                                  [turns[i] for i in clean], [rewards[i] for i in clean], cfg)
+    metrics["down_sampling/before_sampling_trace_num"] = size
+    metrics["down_sampling/infra_error_dropped_num"] = int(infra.sum())
+    return (None if rows is None else clean[rows].tolist()), metrics
+
+
+def _select_clean(uids: Sequence[Hashable], response_texts: Sequence[str], turns: Sequence[int],
+                  rewards: Sequence[float], cfg: DownSamplingConfig) -> tuple[list[int] | None, dict[str, float]]:
+    """:func:`select_rows` on traces without an infra error.
 
     Inputs, one entry per trace: its group (``uid``), its response text (special tokens kept, tool output
     included), its number of assistant turns (:func:`count_assistant_turns`, counting the first turn whose header
@@ -137,7 +184,7 @@ def select_rows(uids: Sequence[Hashable], response_texts: Sequence[str], turns: 
     >>> texts = [ok + "<answer>7</answer>", "<answer>6</answer>", bad + "<answer>7</answer>", "<answer>5</answer>"] * 2
     >>> cfg = DownSamplingConfig(do_down_sampling=True, down_sample_to_n=2, reject_equal_reward=True,
     ...                          roc_error_ratio=True)
-    >>> rows, m = select_rows(["p"] * 4 + ["q"] * 4, texts, [1] * 8, [1, 0, 1, 0] + [0] * 4, cfg)
+    >>> rows, m = _select_clean(["p"] * 4 + ["q"] * 4, texts, [1] * 8, [1, 0, 1, 0] + [0] * 4, cfg)
     >>> rows
     [0, 1]
     >>> [m[k] for k in ("down_sampling/before_sampling_trace_num", "down_sampling/after_sampling_trace_num",

@@ -36,11 +36,20 @@ def step_summary(step: int, total: int, m: Mapping[str, float]) -> str:
     ...     "train/tool_error_ratio": 0.05, "train/kept_traces": 14, "train/traces": 32, "perf/tokens_per_s": 96.3,
     ...     "timing/step_s": 112.0})
     'step 3/8 | reward 0.406 | acc 0.406 | tool calls/traj 1.20 | tool err 0.050 | kept 14/32 | 96 tok/s | 1m52s'
+
+    Trajectories the sandbox failed (``rollout/infra_errors``, left out of everything else) are named when any:
+
+    >>> step_summary(3, 8, {"train/reward_mean": 0.5, "train/accuracy": 0.5, "train/tool_calls_per_traj": 1.0,
+    ...     "train/tool_error_ratio": 0.0, "train/kept_traces": 2, "train/traces": 2, "perf/tokens_per_s": 90.0,
+    ...     "timing/step_s": 60.0, "rollout/infra_errors": 2}).split(" | ")[-1]
+    '2 infra errors (not trained)'
     """
+    infra = int(m.get("rollout/infra_errors", 0))
     return (f"step {step}/{total} | reward {m['train/reward_mean']:.3f} | acc {m['train/accuracy']:.3f} | "
             f"tool calls/traj {m['train/tool_calls_per_traj']:.2f} | tool err {m['train/tool_error_ratio']:.3f} | "
             f"kept {int(m['train/kept_traces'])}/{int(m['train/traces'])} | {m['perf/tokens_per_s']:.0f} tok/s | "
-            f"{format_duration(m['timing/step_s'])}")
+            f"{format_duration(m['timing/step_s'])}"
+            + (f" | {infra} infra errors (not trained)" if infra else ""))
 
 
 def val_summary(step: int, m: Mapping[str, float]) -> str:

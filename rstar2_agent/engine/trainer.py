@@ -92,6 +92,13 @@ class Scored:
 
 
 def trajectory_metrics(prefix: str, items: Sequence[Scored]) -> dict[str, float]:
+    """Reward and tool numbers of the trajectories the sandbox did not fail (`Trajectory.infra_error`), plus
+    `{prefix}/infra_errors`, the number it failed."""
+    infra = sum(s.trajectory.infra_error for s in items)
+    items = [s for s in items if not s.trajectory.infra_error]
+    if not items:  # the sandbox failed every one: nothing to measure
+        names = ("reward_mean", "accuracy", "tool_calls_per_traj", "tool_error_ratio", "response_length", "traces")
+        return {**{f"{prefix}/{name}": 0.0 for name in names}, f"{prefix}/infra_errors": float(infra)}
     calls = sum(s.trajectory.stats.tool_calls for s in items)
     errors = sum(s.trajectory.stats.tool_errors + s.trajectory.stats.parse_errors for s in items)
     attempts = calls + sum(s.trajectory.stats.parse_errors for s in items)
@@ -102,6 +109,7 @@ def trajectory_metrics(prefix: str, items: Sequence[Scored]) -> dict[str, float]
         f"{prefix}/tool_error_ratio": errors / attempts if attempts else 0.0,
         f"{prefix}/response_length": float(np.mean([len(s.trajectory.response_ids) for s in items])),
         f"{prefix}/traces": float(len(items)),
+        f"{prefix}/infra_errors": float(infra),
     }
 
 
@@ -227,6 +235,7 @@ class CPUTrainer:
     def _score(self, items: list[Scored]) -> None:
         from rstar2_agent.reward.verl_manager import decode_model_text
 
+        items = [s for s in items if not s.trajectory.infra_error]  # not the model's doing: never scored
         bar = self._bar(len(items), "reward")
         futures = []
         for s in items:
@@ -249,10 +258,11 @@ class CPUTrainer:
         """GRPO-RoC's choice of traces, by the very function the verl trainer calls."""
         from rstar2_agent.trainer.selection import rows_to_keep
 
-        if not self.down_sampling.do_down_sampling:
-            return items, {}
+        if not self.down_sampling.do_down_sampling:  # the sandbox's failures are left out even so
+            return [s for s in items if not s.trajectory.infra_error], {}
         kept, metrics = rows_to_keep([s.uid for s in items], [s.trajectory.response_ids for s in items],
-                                     [s.reward for s in items], self.tokenizer, self.down_sampling)
+                                     [s.reward for s in items], self.tokenizer, self.down_sampling,
+                                     [s.trajectory.infra_error for s in items])
         return ([] if kept is None else [items[i] for i in kept]), metrics
 
     def _update(self, kept: list[Scored]) -> dict[str, float]:
@@ -288,6 +298,7 @@ class CPUTrainer:
         reward_s = time.perf_counter() - start - rollout_s
         kept, metrics = self._keep(items)
         metrics.update(trajectory_metrics("train", items))
+        metrics["rollout/infra_errors"] = metrics.pop("train/infra_errors")  # the verl trainer's name
         metrics["train/kept_traces"] = float(len(kept))
         if kept:
             metrics.update(self._update(kept))
@@ -309,6 +320,7 @@ class CPUTrainer:
         self._score(items)
         metrics = trajectory_metrics("val", items)
         metrics["val/size"] = float(len(self.val_tasks))
+        items = [s for s in items if not s.trajectory.infra_error]
         for family in sorted({s.task.family for s in items if s.task.family}):
             metrics[f"val/accuracy/{family}"] = float(np.mean([s.reward >= 1.0 for s in items
                                                                if s.task.family == family]))

@@ -12,6 +12,10 @@ One trajectory:
 - Decoding, parsing and encoding run in worker threads, so that one event loop can drive thousands of
   trajectories (verl runs every trajectory of an agent-loop worker on one loop).
 
+A tool call that the sandbox fails (judge unreachable, `queue_timeout` or `internal_error` after the tool's retries;
+`ToolResult.infra_error`) ends the trajectory at once with finish_reason "infra_error" and `Trajectory.infra_error`
+set; it is not counted as a tool error, and the trainers leave the trajectory out of selection and update.
+
 Example (shapes): a 20-token prompt, a 30-token model turn with a tool call, a 25-token tool turn and a
 12-token answer give prompt_ids[20], response_ids[67], response_mask = [1]*30 + [0]*25 + [1]*12.
 """
@@ -68,11 +72,12 @@ class TrajectoryStats:
     assistant_turns: int = 0
     tool_calls: int = 0
     tool_errors: int = 0  # calls whose execution failed (error, timeout, bad arguments, unknown tool)
+    infra_errors: int = 0  # calls the sandbox failed (unreachable judge, queue_timeout, internal_error), retries spent
     parse_errors: int = 0  # malformed <tool_call> blocks
     skipped_calls: int = 0  # calls beyond max_parallel_calls in one turn
     tool_latency_s: float = 0.0
     generation_s: float = 0.0
-    finish_reason: str = ""  # stop | length | max_turns | tool_response_too_long
+    finish_reason: str = ""  # stop | length | max_turns | tool_response_too_long | infra_error
 
 
 @dataclasses.dataclass
@@ -83,6 +88,12 @@ class Trajectory:
     response_logprobs: Optional[list[float]]
     stats: TrajectoryStats
     tool_turns: int = 0
+
+    @property
+    def infra_error(self) -> bool:
+        """The sandbox failed one of its calls: the trajectory says nothing about the model and is not trained on
+        (`rstar2_agent.down_sample.select_rows` leaves it out, with its reward)."""
+        return self.stats.infra_errors > 0
 
     @property
     def num_turns(self) -> int:
@@ -149,7 +160,9 @@ class AgentLoop:
             result: ToolResult = await tool.execute(item.arguments, history)
         except Exception as exc:  # noqa: BLE001 - a broken tool must not end the rollout
             result = ToolResult(text=failure_text(f"{type(exc).__name__}: {exc}"), success=False)
-        if not result.success:
+        if getattr(result, "infra_error", False):
+            stats.infra_errors += 1  # the sandbox's fault, not a tool error of the model
+        elif not result.success:
             stats.tool_errors += 1
         return result.text
 
@@ -203,6 +216,9 @@ class AgentLoop:
                 stats.finish_reason = "max_turns"
                 break
             outputs = await self.run_tools(text, history, stats)
+            if stats.infra_errors:  # the sandbox failed: stop here, this trajectory will not be trained on
+                stats.finish_reason = "infra_error"
+                break
             emitted_eos = bool(new_ids) and new_ids[-1] == self.tool_turns.eos_id
             tool_ids = await asyncio.to_thread(self.tool_turns.ids, outputs, model_emitted_eos=emitted_eos)
             if len(mask) + len(tool_ids) >= cfg.response_length:

@@ -13,7 +13,9 @@ What the output's `extra_fields` carry, and who reads them:
 - `model_spans` (`MODEL_SPANS`): the `[start, end)` response positions the model wrote. verl hands the reward
   loop only `extra_fields` (as `tool_extra_fields`), not `response_mask`, and the `code_judge` reward scores
   only these spans, so nothing a tool printed can count as the answer;
-- our tool counters and the finish reason, for the trainer's rollout metrics.
+- our tool counters and the finish reason, for the trainer's rollout metrics;
+- `infra_error` (bool): the sandbox failed a call (see `rstar2_agent.rollout.core`); the trainer's selection
+  (`rstar2_agent.trainer.roc_trainer`) drops the trajectory and counts it in `rollout/infra_errors`.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class RStar2AgentLoop(AgentLoopBase):
                 MODEL_SPANS: traj.model_spans,
                 "tool_call_count": s.tool_calls,
                 "tool_error_count": s.tool_errors,
+                "infra_error": traj.infra_error,
+                "infra_error_count": s.infra_errors,
                 "parse_error_count": s.parse_errors,
                 "finish_reason": s.finish_reason,
             },

@@ -10,7 +10,10 @@ from .parser import ToolCall
 if TYPE_CHECKING:  # keep this module importable without the judge client's dependencies
     from code_judge.models import SubmissionResult
 
-__all__ = ["ToolResult", "Tool", "format_result", "failure_text"]
+__all__ = ["ToolResult", "Tool", "format_result", "failure_text", "INFRA_REASONS"]
+
+#: judge reasons that blame the sandbox, not the submitted program (values of `code_judge.models.Reason`)
+INFRA_REASONS = frozenset({"queue_timeout", "internal_error"})
 
 
 @dataclass
@@ -21,11 +24,17 @@ class ToolResult:
     success:   the code ran to completion with exit status 0 (False for bad arguments, a crash, a
                timeout or an unreachable judge).
     latency_s: wall-clock seconds the call took, judge round trip included.
+    infra_error: the sandbox, not the program, failed and retries did not help: the judge could not be
+               reached or answered ``queue_timeout`` / ``internal_error`` (`INFRA_REASONS`). Such a call says
+               nothing about the model; the agent loop ends the trajectory and marks it, and training leaves
+               it out (see `rstar2_agent.down_sample.select_rows`). A ``worker_timeout`` is the program's
+               own doing and stays an ordinary failure (``success=False``, ``infra_error=False``).
     """
 
     text: str
     success: bool
     latency_s: float = 0.0
+    infra_error: bool = False
 
 
 @runtime_checkable
@@ -48,6 +57,11 @@ class Tool(Protocol):
 
 def _reason_text(reason: object) -> str:
     return str(getattr(reason, "value", reason) or "")
+
+
+def is_infra_result(result: "SubmissionResult") -> bool:
+    """True when the judge's answer blames the sandbox (`INFRA_REASONS`), not the program."""
+    return _reason_text(result.reason) in INFRA_REASONS
 
 
 def format_result(result: "SubmissionResult") -> str:

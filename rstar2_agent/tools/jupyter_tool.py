@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .base import ToolResult
 from .parser import ToolCall
-from .python_tool import build_program, check_string_argument, invalid_arguments, run_on_judge
+from .python_tool import JudgeRetry, build_program, check_string_argument, invalid_arguments, run_on_judge
 
 if TYPE_CHECKING:
     from code_judge.client import CodeJudgeClient
@@ -52,11 +52,14 @@ class JupyterTool:
     Args:
         client: the `CodeJudgeClient` to submit to.
         name: the function name (default ``jupyter_code``). Only earlier calls with this name are replayed.
+        retry: how a sandbox fault is retried before the result is marked ``infra_error`` (see `JudgeRetry`).
     """
 
-    def __init__(self, client: "CodeJudgeClient", *, name: str = JUPYTER_TOOL_NAME) -> None:
+    def __init__(self, client: "CodeJudgeClient", *, name: str = JUPYTER_TOOL_NAME,
+                 retry: JudgeRetry = JudgeRetry()) -> None:
         self.client = client
         self.name = name
+        self.retry = retry
         self.schema = copy.deepcopy(JUPYTER_TOOL_SCHEMA)
         self.schema["function"]["name"] = name
 
@@ -77,4 +80,4 @@ class JupyterTool:
         if problem is not None:
             return invalid_arguments(problem, started)
         program = build_program(code, self.history_cells(history))
-        return await run_on_judge(self.client, program, None, started)
+        return await run_on_judge(self.client, program, None, started, self.retry)

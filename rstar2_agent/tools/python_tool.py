@@ -18,17 +18,21 @@ model writes (quotes, backslashes, non-ASCII, even lone surrogates) arrives unch
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from .base import ToolResult, failure_text, format_result
+from tenacity import (AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay,
+                      wait_exponential_jitter)
+
+from .base import ToolResult, failure_text, format_result, is_infra_result
 from .parser import ToolCall, json_type
 
 if TYPE_CHECKING:
     from code_judge.client import CodeJudgeClient
 
-__all__ = ["PYTHON_TOOL_NAME", "PYTHON_TOOL_SCHEMA", "PythonTool", "build_program", "run_on_judge"]
+__all__ = ["PYTHON_TOOL_NAME", "PYTHON_TOOL_SCHEMA", "PythonTool", "JudgeRetry", "build_program", "run_on_judge"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,30 +213,69 @@ def invalid_arguments(problem: str, started: float) -> ToolResult:
     )
 
 
-async def run_on_judge(
-    client: "CodeJudgeClient", program: str, stdin: Optional[str], started: float
-) -> ToolResult:
-    """Submit `program` once and turn the outcome into a `ToolResult`; never raises for judge trouble."""
+@dataclasses.dataclass(frozen=True)
+class JudgeRetry:
+    """How one tool call retries a sandbox fault before it gives up and reports ``infra_error``.
+
+    A fault is the judge being unreachable (`CodeJudgeError`, after the client's own retries) or an answer with
+    a reason in `INFRA_REASONS`. The call is tried at most `attempts` times, and no new try starts once
+    `budget_s` seconds have passed since the first one began; tries are spaced by exponential backoff from
+    `backoff_s` (capped at `max_backoff_s`, plus up to 10 % jitter). With the defaults, a judge whose workers are
+    gone costs a trajectory at most three tries within two minutes, then the trajectory is marked.
+    """
+
+    attempts: int = 3
+    budget_s: float = 120.0
+    backoff_s: float = 1.0
+    max_backoff_s: float = 10.0
+
+    def __post_init__(self):
+        if self.attempts < 1 or self.budget_s < 0 or self.backoff_s < 0 or self.max_backoff_s < 0:
+            raise ValueError(f"JudgeRetry needs attempts >= 1 and non-negative times, got {self}")
+
+
+class _SandboxFault(Exception):
+    """An answer that blames the sandbox; raised only to make tenacity try again."""
+
+    def __init__(self, result) -> None:
+        super().__init__(f"the judge answered {getattr(result.reason, 'value', result.reason)}")
+        self.result = result
+
+
+async def run_on_judge(client: "CodeJudgeClient", program: str, stdin: Optional[str], started: float,
+                       retry: JudgeRetry = JudgeRetry()) -> ToolResult:
+    """Submit `program` and turn the outcome into a `ToolResult`; never raises for judge trouble.
+
+    A sandbox fault is retried as `retry` says; if it outlasts the retries the result has ``infra_error=True``.
+    """
     from code_judge.client import CodeJudgeError
 
+    def done(text: str, success: bool = False, infra_error: bool = False) -> ToolResult:
+        return ToolResult(text=text, success=success, latency_s=time.perf_counter() - started,
+                          infra_error=infra_error)
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(retry.attempts) | stop_after_delay(retry.budget_s),
+        wait=wait_exponential_jitter(multiplier=retry.backoff_s, max=retry.max_backoff_s, jitter=retry.backoff_s / 10),
+        retry=retry_if_exception_type((CodeJudgeError, _SandboxFault)),
+        before_sleep=lambda state: logger.warning("code judge fault on try %d (%s); trying the call again",
+                                                  state.attempt_number, state.outcome.exception()),
+        reraise=True,
+    )
     try:
-        result = await client.run(program, stdin)
+        async for attempt in retrying:
+            with attempt:
+                result = await client.run(program, stdin)
+                if is_infra_result(result):
+                    raise _SandboxFault(result)
+    except _SandboxFault as fault:
+        return done(format_result(fault.result), infra_error=True)
     except CodeJudgeError as exc:
-        return ToolResult(
-            text=failure_text(f"code judge error: {exc}"), success=False, latency_s=time.perf_counter() - started
-        )
+        return done(failure_text(f"code judge error: {exc}"), infra_error=True)
     except Exception as exc:  # noqa: BLE001 - a tool call must never take the rollout down
         logger.exception("unexpected error while running a tool call on the code judge")
-        return ToolResult(
-            text=failure_text(f"code judge error: {type(exc).__name__}: {exc}"),
-            success=False,
-            latency_s=time.perf_counter() - started,
-        )
-    return ToolResult(
-        text=format_result(result),
-        success=bool(result.run_success and result.success),
-        latency_s=time.perf_counter() - started,
-    )
+        return done(failure_text(f"code judge error: {type(exc).__name__}: {exc}"), infra_error=True)
+    return done(format_result(result), success=bool(result.run_success and result.success))
 
 
 class PythonTool:
@@ -241,11 +284,15 @@ class PythonTool:
     Args:
         client: the `CodeJudgeClient` to submit to (shared; it batches concurrent calls).
         name: the function name (default ``python_code_with_standard_io``); the schema follows it.
+        retry: how a sandbox fault (unreachable judge, ``queue_timeout``, ``internal_error``) is retried
+            before the result is marked ``infra_error``.
     """
 
-    def __init__(self, client: "CodeJudgeClient", *, name: str = PYTHON_TOOL_NAME) -> None:
+    def __init__(self, client: "CodeJudgeClient", *, name: str = PYTHON_TOOL_NAME,
+                 retry: JudgeRetry = JudgeRetry()) -> None:
         self.client = client
         self.name = name
+        self.retry = retry
         self.schema = copy.deepcopy(PYTHON_TOOL_SCHEMA)
         self.schema["function"]["name"] = name
 
@@ -256,4 +303,4 @@ class PythonTool:
             stdin, problem = check_string_argument(arguments, "input", required=False)
         if problem is not None:
             return invalid_arguments(problem, started)
-        return await run_on_judge(self.client, build_program(code), stdin, started)
+        return await run_on_judge(self.client, build_program(code), stdin, started, self.retry)

@@ -14,6 +14,10 @@ Point a verl tool yaml (``actor_rollout_ref.rollout.multi_turn.tool_config_path`
 ``batch_wait_s``, ``max_retries``,         upstream-named keys)
 ``backoff_s``, ``max_backoff_s``,
 ``timeout_s``
+``infra_retry_attempts``,                  -> the tool's `JudgeRetry(attempts, budget_s, backoff_s)`:
+``infra_retry_budget_s``,                  how a sandbox fault (unreachable judge, ``queue_timeout``,
+``infra_retry_backoff_s``                  ``internal_error``) is retried before the call is marked
+                                           ``infra_error`` (defaults 3, 120 s, 1 s)
 ``type``                                   verl's tool type (``native``); not used here
 ``request_processor_batch_timeout_seconds`` upstream knob with no equivalent (our client never waits
                                            for a batch to fill); accepted and ignored
@@ -53,7 +57,7 @@ from code_judge.client import CodeJudgeClient
 
 from .jupyter_tool import JUPYTER_TOOL_SCHEMA, JupyterTool
 from .parser import ToolCall
-from .python_tool import PYTHON_TOOL_SCHEMA, PythonTool
+from .python_tool import PYTHON_TOOL_SCHEMA, JudgeRetry, PythonTool
 
 __all__ = ["VerlPythonTool", "VerlJupyterTool", "client_settings_from_config", "to_tool_calls"]
 
@@ -68,6 +72,8 @@ _DIRECT_CLIENT_KEYS = {
     "max_backoff_s": float,
     "timeout_s": float,
 }
+_RETRY_KEYS = {"infra_retry_attempts": ("attempts", int), "infra_retry_budget_s": ("budget_s", float),
+               "infra_retry_backoff_s": ("backoff_s", float)}
 _UPSTREAM_CLIENT_KEYS = {
     "request_processor_batch_size": "max_batch_size",
     "request_processor_concurrency": "max_concurrency",
@@ -92,6 +98,17 @@ def client_settings_from_config(config: Optional[dict]) -> tuple[str, dict]:
         if config.get(key) is not None:
             kwargs[key] = cast(config[key])
     return str(url), kwargs
+
+
+def retry_from_config(config: Optional[dict]) -> JudgeRetry:
+    """The tool's `JudgeRetry` from the ``infra_retry_*`` keys of a verl tool ``config`` mapping.
+
+    >>> retry_from_config({"infra_retry_attempts": "2", "infra_retry_budget_s": 5})
+    JudgeRetry(attempts=2, budget_s=5.0, backoff_s=1.0, max_backoff_s=10.0)
+    """
+    config = dict(config or {})
+    return JudgeRetry(**{name: cast(config[key]) for key, (name, cast) in _RETRY_KEYS.items()
+                         if config.get(key) is not None})
 
 
 def _as_tool_call(item: Any) -> Optional[ToolCall]:
@@ -165,6 +182,7 @@ class _CodeJudgeVerlTool(BaseTool):
             tool_schema = OpenAIFunctionToolSchema.model_validate(self._default_schema)
         super().__init__(config, tool_schema)
         self.base_url, self.client_kwargs = client_settings_from_config(config)
+        self.retry = retry_from_config(config)
         self._histories: dict[str, Optional[list[ToolCall]]] = {}
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._client: Optional[CodeJudgeClient] = None
@@ -177,7 +195,7 @@ class _CodeJudgeVerlTool(BaseTool):
         if self._tool is None or self._loop is not loop:
             self._close_elsewhere()
             self._client = CodeJudgeClient(self.base_url, **self.client_kwargs)
-            self._tool = self._tool_cls(self._client, name=self.name)
+            self._tool = self._tool_cls(self._client, name=self.name, retry=self.retry)
             self._loop = loop
         return self._tool
 
@@ -212,7 +230,8 @@ class _CodeJudgeVerlTool(BaseTool):
     @rollout_trace_op
     async def execute(self, instance_id: str, parameters: dict[str, Any], **kwargs) -> tuple[ToolResponse, float, dict]:
         result = await self._bound_tool().execute(parameters, self._history(instance_id, kwargs))
-        return ToolResponse(text=result.text), 0.0, {"success": result.success, "latency_s": result.latency_s}
+        return ToolResponse(text=result.text), 0.0, {"success": result.success, "latency_s": result.latency_s,
+                                                     "infra_error": result.infra_error}
 
     async def calc_reward(self, instance_id: str, **kwargs) -> float:
         return 0.0

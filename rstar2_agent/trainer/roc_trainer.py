@@ -29,7 +29,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from rstar2_agent.down_sample import DownSamplingConfig
-from rstar2_agent.trainer.selection import rollout_metrics, rows_to_keep
+from rstar2_agent.trainer.selection import infra_error_flags, rollout_metrics, rows_to_keep
 
 FIELDS = ["uid", "responses", "rm_scores", "extra_fields"]
 
@@ -61,7 +61,8 @@ class RStar2AgentTrainer(PPOTrainerSync):
         return super()._balance_batch(batch, metrics, logging_prefix=logging_prefix, keep_minibatch=keep_minibatch)
 
     def _select(self, batch, metrics: dict):
-        """Log the rollout metrics of the step's real rows; with down-sampling on, keep only RoC's choice."""
+        """Log the rollout metrics of the step's real rows; with down-sampling on, keep only RoC's choice. Rows the
+        sandbox failed (`infra_error` in their extra fields) are dropped whether or not down-sampling is on."""
         self.nothing_to_learn = False
         keys = [key for key, tag in zip(batch.keys, batch.tags) if not (tag or {}).get("is_padding", False)]
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=FIELDS)
@@ -69,10 +70,11 @@ class RStar2AgentTrainer(PPOTrainerSync):
         metrics.update(rollout_metrics(extra))
         rewards = [sum(row) for row in _rows(data["rm_scores"])]
         cfg = self.down_sampling
+        infra = infra_error_flags(extra)
         rows, selection_metrics = rows_to_keep([str(u) for u in _items(data["uid"])], _rows(data["responses"]),
-                                               rewards, self.tokenizer, cfg)
+                                               rewards, self.tokenizer, cfg, infra)
         metrics.update(selection_metrics)
-        if not cfg.do_down_sampling:
+        if not cfg.do_down_sampling and not any(infra):
             return batch
         metrics["down_sampling/nothing_left"] = float(rows is None)
         if rows is None:

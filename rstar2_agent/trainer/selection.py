@@ -22,23 +22,39 @@ GENERATION_HEADER = "<|im_start|>assistant\n"
 
 
 def rows_to_keep(uids: Sequence[str], responses: Sequence[Sequence[int]], rewards: Sequence[float], tokenizer,
-                 cfg: DownSamplingConfig) -> tuple[Optional[list[int]], dict[str, float]]:
-    """Positions (ascending) that GRPO-RoC keeps, or None when nothing is left; plus the selection metrics."""
+                 cfg: DownSamplingConfig, infra_errors: Optional[Sequence[bool]] = None
+                 ) -> tuple[Optional[list[int]], dict[str, float]]:
+    """Positions (ascending) that GRPO-RoC keeps, or None when nothing is left; plus the selection metrics.
+
+    Traces flagged in `infra_errors` are never kept (see `select_rows` for the rule)."""
     texts = tokenizer.batch_decode([list(r) for r in responses], skip_special_tokens=False,
                                    clean_up_tokenization_spaces=False)
     turns = [count_assistant_turns(text, GENERATION_HEADER) for text in texts]
-    return select_rows(uids, texts, turns, rewards, cfg)
+    return select_rows(uids, texts, turns, rewards, cfg, infra_errors)
+
+
+def infra_error_flags(extra_fields: Sequence[dict]) -> list[bool]:
+    """Per trajectory, whether the agent loop marked it `infra_error` (the sandbox failed one of its calls).
+
+    >>> infra_error_flags([{"infra_error": True}, {"tool_call_count": 1}, None])
+    [True, False, False]
+    """
+    return [bool(f.get("infra_error", False)) if isinstance(f, dict) else False for f in extra_fields]
 
 
 def rollout_metrics(extra_fields: Sequence[dict]) -> dict[str, float]:
     """Tool and finish-reason rates of a step from the agent loop's per-trajectory counters.
 
-    A judge that dies mid-run shows here as a jump in `rollout/tool_error_ratio`, long before the reward falls.
+    A judge that dies mid-run shows here as `rollout/infra_errors`, the number of trajectories the sandbox failed
+    (they are not counted as tool errors, and training leaves them out); `rollout/tool_error_ratio` is the
+    model's own failures.
 
     >>> m = rollout_metrics([{"tool_call_count": 2, "tool_error_count": 1, "finish_reason": "stop"},
-    ...                      {"tool_call_count": 0, "tool_error_count": 0, "finish_reason": "length"}])
-    >>> m["rollout/tool_calls_mean"], m["rollout/tool_error_ratio"], m["rollout/finish_reason/length"]
-    (1.0, 0.5, 0.5)
+    ...                      {"tool_call_count": 0, "tool_error_count": 0, "finish_reason": "length"},
+    ...                      {"tool_call_count": 1, "tool_error_count": 0, "finish_reason": "infra_error",
+    ...                       "infra_error": True}])
+    >>> m["rollout/tool_calls_mean"], m["rollout/tool_error_ratio"], m["rollout/infra_errors"]
+    (1.0, 0.3333333333333333, 1)
     """
     fields = [f for f in extra_fields if isinstance(f, dict)]
     if not fields:
@@ -49,6 +65,7 @@ def rollout_metrics(extra_fields: Sequence[dict]) -> dict[str, float]:
         "rollout/tool_calls_mean": calls / n,
         "rollout/tool_error_ratio": sum(int(f.get("tool_error_count", 0)) for f in fields) / calls if calls else 0.0,
         "rollout/parse_errors_mean": sum(int(f.get("parse_error_count", 0)) for f in fields) / n,
+        "rollout/infra_errors": sum(infra_error_flags(fields)),
     }
     for reason, count in Counter(str(f.get("finish_reason") or "unknown") for f in fields).items():
         metrics[f"rollout/finish_reason/{reason}"] = count / n
