@@ -8,7 +8,9 @@ Used by `rstar2-agent judge up`, by the training job's default (a local code jud
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +22,9 @@ from typing import Optional
 
 import httpx
 import redis
+
+# BLMOVE (code_judge/worker/process.py) and LPOP with a count (code_judge/api/dispatch.py) came in Redis 6.2.
+MIN_REDIS_VERSION = (6, 2)
 
 
 def free_port() -> int:
@@ -40,6 +45,30 @@ def die_with_parent() -> None:
         pass
 
 
+def parse_redis_version(text: str) -> Optional[tuple[int, ...]]:
+    """The version in `redis-server --version` output ("Redis server v=7.0.15 sha=..." -> (7, 0, 15)); None when
+    there is none."""
+    m = re.search(r"\bv=(\d+(?:\.\d+)*)", text)
+    return tuple(int(part) for part in m.group(1).split(".")) if m else None
+
+
+@functools.lru_cache(maxsize=None)
+def check_redis_server_version(exe: str) -> tuple[int, ...]:
+    """Raise RuntimeError, saying what to do, when the redis-server at `exe` is older than MIN_REDIS_VERSION."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+    version = parse_redis_version(out)
+    want = ".".join(map(str, MIN_REDIS_VERSION))
+    if version is None:
+        raise RuntimeError(f"cannot tell the version of {exe} from `redis-server --version`: {out.strip()!r}; "
+                           f"the code judge needs Redis >= {want}")
+    if version < MIN_REDIS_VERSION:
+        raise RuntimeError(
+            f"{exe} is Redis {'.'.join(map(str, version))}, but the code judge needs Redis >= {want} (BLMOVE, LPOP "
+            f"with a count). Ubuntu 22.04 and Debian 11 ship 6.0: install a newer redis-server from "
+            f"https://packages.redis.io (run `bash install.sh` for the commands) or put one first on PATH")
+    return version
+
+
 class RedisServer:
     """A private, non-persistent redis-server on 127.0.0.1."""
 
@@ -56,6 +85,7 @@ class RedisServer:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: run `bash install.sh` (or apt-get install redis-server)")
+        check_redis_server_version(exe)
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.dir, "--protected-mode", "yes", "--loglevel", "warning"],

@@ -13,7 +13,6 @@ PROJECT_DIR=${PROJECT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 DATA_DIR=${DATA_DIR:-$HOME/data/rstar2-agent}
 MODEL_PATH=${MODEL_PATH:-$HOME/models/rstar2-agent-qwen3-14b}  # a Hugging Face-format checkpoint
 TOOL_CONFIG=${TOOL_CONFIG:-$PROJECT_DIR/rstar2_agent/config/tool_config/python_tool_config.yaml}
-CODE_JUDGE_URL=${CODE_JUDGE_URL:-http://localhost:8088}  # keep in line with host_addr/host_port in TOOL_CONFIG
 NNODES=${NNODES:-1}
 N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
 VAL_N=${VAL_N:-$DEFAULT_VAL_N}
@@ -23,7 +22,10 @@ MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-30720}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-$EVAL_NAME-eval-n$VAL_N}
 OUTPUT_DIR=${OUTPUT_DIR:-$PWD/outputs/$EXPERIMENT_NAME}
 LOG_FILE=${LOG_FILE:-$OUTPUT_DIR/$EXPERIMENT_NAME.log}
+GENERATED_TOOL_CONFIG=${GENERATED_TOOL_CONFIG:-$OUTPUT_DIR/tool_config.yaml}
 
+source "$PROJECT_DIR/examples/tool_config.sh"
+resolve_code_judge                           # CODE_JUDGE_URL -> a generated tool yaml; NNODES>1 needs it
 source "$PROJECT_DIR/examples/preflight.sh"  # open-file limit, code judge reachable
 mkdir -p "$OUTPUT_DIR"
 

@@ -15,11 +15,16 @@
 #   2. Data (writes $DATA_DIR/dapo-math-17k-en/train.parquet and $DATA_DIR/aime2024/test.parquet):
 #          python3 data_preprocess/dapo_rstar2_agent_loop.py
 #          python3 data_preprocess/aime2024_rstar2_agent_loop.py
-#   3. The code judge must be running before the launch, reachable from every rollout worker at the
-#      host_addr/host_port of $TOOL_CONFIG (default localhost:8088). One machine:
+#   3. The code judge must be running before the launch, reachable from every rollout worker. One machine
+#      (the tool yaml's host_addr/host_port, localhost:8088, is right):
 #          rstar2-agent judge up --port 8088 --max-workers 64
-#      Several machines (one Redis + API on the master, workers on every node): see examples/README.md, e.g.
+#      Several machines (NNODES>1; one Redis + API on the master, workers on every node): see
+#      examples/README.md, e.g.
 #          REDIS_URI=redis://$MASTER_ADDR:6379 MAX_EXECUTION_TIME=4 rstar2-agent judge workers --max-workers 64
+#      and set CODE_JUDGE_URL=http://$MASTER_ADDR:8088 (required when NNODES>1: localhost is a different
+#      machine on every node). When CODE_JUDGE_URL is set, the script writes a copy of $TOOL_CONFIG with
+#      `url: $CODE_JUDGE_URL` to $GENERATED_TOOL_CONFIG (default: next to the log file) and trains with that;
+#      with several nodes it must be readable at that path on every node (a shared filesystem, like MODEL_PATH).
 #      The script checks $CODE_JUDGE_URL/ping first (SKIP_JUDGE_CHECK=1 skips the check).
 #   4. trainer.logger includes wandb and rollout tracing uses weave: `wandb login` (and `pip install weave`)
 #      first, or override trainer.logger='["console"]' actor_rollout_ref.rollout.trace.backend=null.
@@ -36,14 +41,16 @@ MODEL_PATH=${MODEL_PATH:?set MODEL_PATH to an instruction-tuned checkpoint whose
 TRAIN_FILES=${TRAIN_FILES:-$DATA_DIR/dapo-math-17k-en/train.parquet}
 VAL_FILES=${VAL_FILES:-$DATA_DIR/aime2024/test.parquet}
 TOOL_CONFIG=${TOOL_CONFIG:-$PROJECT_DIR/rstar2_agent/config/tool_config/python_tool_config.yaml}
-CODE_JUDGE_URL=${CODE_JUDGE_URL:-http://localhost:8088}  # keep in line with host_addr/host_port in TOOL_CONFIG
 NNODES=${NNODES:-1}
 N_GPUS_PER_NODE=${N_GPUS_PER_NODE:-8}
 PROJECT_NAME=${PROJECT_NAME:-rstar2-agent}
 EXPERIMENT_NAME=${EXPERIMENT_NAME:-qwen3-14b-sgl-tool-agent-verify-n32}
 LOG_DIR=${LOG_DIR:-$PWD}
 LOG_FILE=${LOG_FILE:-$LOG_DIR/rstar2-agent-$EXPERIMENT_NAME.log}
+GENERATED_TOOL_CONFIG=${GENERATED_TOOL_CONFIG:-${LOG_FILE%.log}.tool_config.yaml}
 
+source "$PROJECT_DIR/examples/tool_config.sh"
+resolve_code_judge                           # CODE_JUDGE_URL -> a generated tool yaml (note 3); NNODES>1 needs it
 source "$PROJECT_DIR/examples/preflight.sh"  # open-file limit, code judge reachable
 
 ARGS=(

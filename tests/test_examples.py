@@ -175,7 +175,7 @@ def test_training_script_has_the_upstream_hyper_parameters(tmp_path, verl_config
 
 def test_training_script_passes_extra_overrides_and_env(tmp_path):
     argv = run_script(TRAIN, tmp_path, "trainer.total_training_steps=3", MODEL_PATH="/models/m", NNODES="2",
-                      DATA_DIR="/d")
+                      DATA_DIR="/d", CODE_JUDGE_URL="http://10.0.0.1:8088")  # several nodes need the judge's URL
     _, overrides = split_overrides(argv)
     assert overrides[-1] == "trainer.total_training_steps=3"
     assert "actor_rollout_ref.model.path=/models/m" in overrides
