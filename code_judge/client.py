@@ -6,20 +6,18 @@ An RL rollout fires thousands of tiny, independent "run this snippet" calls from
 once. Sending each as its own HTTP request wastes most of the time in request overhead and in the
 server's per-request queueing. `CodeJudgeClient` therefore **micro-batches**: single calls made in the
 same event-loop tick, or within `batch_wait_s` of each other (default 0: no added latency), or while all
-request slots are busy, travel together (up to `max_batch_size`) as one `POST /run/long-batch` request, and each caller gets back exactly its own `SubmissionResult`
-(results are matched by position, which the service guarantees).
+request slots are busy, travel together (up to `max_batch_size`) as one `POST /run/long-batch` request, and
+each caller gets back exactly its own `SubmissionResult` (results are matched by position, which the service
+guarantees).
 
-It also takes care of the two ways a busy service pushes back:
+Pushback, all with capped exponential backoff and up to ``max_retries`` retries:
 
-* an item answered with ``reason == "queue_timeout"`` (it waited too long in the judge's queue) is
-  resubmitted with exponential backoff, up to ``max_retries`` times; after that the last
-  ``queue_timeout`` result is handed to the caller as-is, so the caller can see why;
-* an HTTP/transport failure (connection refused, 5xx, 408/429, timeouts) retries the whole request
-  with the same backoff; once the retries are spent every caller in that request gets a
-  `CodeJudgeError` naming the URL, the number of attempts and the last error. Any other 4xx (e.g.
-  413/422) is a bug in what we sent, so it raises `CodeJudgeError` at once with the server's detail.
-  (One exception: a 413 for a request of several items is split in halves and re-sent, because the
-  batching, not the caller, made it too large; a 413 for a single item raises at once.)
+* an item answered ``queue_timeout`` is resubmitted on its own schedule (`_deliver`); once its retries are
+  spent, the last ``queue_timeout`` result is handed to the caller as-is, so the caller can see why;
+* a transport failure, 5xx, 408 or 429 retries the whole request (`_retrying`, tenacity); then every caller
+  of that request gets a `CodeJudgeError` naming the URL, the number of attempts and the last error. Any
+  other 4xx is a bug in what we sent: `CodeJudgeError` at once, with the server's detail, except a 413 for
+  several items, which our batching caused: the batch is split in halves and re-sent (`_split`).
 
 At most ``max_concurrency`` requests are in flight at any time (a semaphore). While all slots are
 busy, new calls keep accumulating, so the next request leaves fuller. The batcher is a plain asyncio
@@ -41,7 +39,7 @@ Usage::
 
     asyncio.run(main())
 
-Only ``httpx`` and ``pydantic`` are needed to import this module.
+Only ``httpx``, ``pydantic`` and ``tenacity`` are needed to import this module.
 """
 
 from __future__ import annotations
@@ -54,6 +52,7 @@ from typing import Any, Iterable, Optional
 
 import httpx
 from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from .models import BatchSubmission, BatchSubmissionResult, Reason, Submission, SubmissionResult
 
@@ -63,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 #: 4xx answers that mean "try again later" rather than "your request is wrong".
 _RETRYABLE_4XX = frozenset({408, 429})
+_PATH = "/run/long-batch"
 _DETAIL_MAX_CHARS = 500
 
 
@@ -87,15 +87,17 @@ class ClientStats:
     errors: int = 0
 
 
+class _Retryable(Exception):
+    """A failed request attempt worth another try; its text is the last error shown when retries are spent."""
+
+
+@dataclasses.dataclass(eq=False)  # eq=False: hashed by identity, kept in a set while pending
 class _Item:
     """One submission waiting for its result, with the caller's future."""
 
-    __slots__ = ("submission", "future", "queue_retries")
-
-    def __init__(self, submission: Submission, future: asyncio.Future) -> None:
-        self.submission = submission
-        self.future = future
-        self.queue_retries = 0  # how many times it was resubmitted after a queue_timeout
+    submission: Submission
+    future: asyncio.Future
+    queue_retries: int = 0  # how many times it was resubmitted after a queue_timeout
 
 
 class CodeJudgeClient:
@@ -309,10 +311,7 @@ class CodeJudgeClient:
             while len(batch) < self.max_batch_size:
                 remaining = deadline - loop.time()
                 try:
-                    if remaining > 0:
-                        item = await asyncio.wait_for(queue.get(), remaining)
-                    else:
-                        item = queue.get_nowait()
+                    item = await asyncio.wait_for(queue.get(), remaining) if remaining > 0 else queue.get_nowait()
                 except (asyncio.TimeoutError, asyncio.QueueEmpty):
                     break
                 if not item.future.done():
@@ -320,9 +319,7 @@ class CodeJudgeClient:
 
             await sem.acquire()
             while len(batch) < self.max_batch_size and not queue.empty():
-                item = queue.get_nowait()
-                if not item.future.done():
-                    batch.append(item)
+                batch.append(queue.get_nowait())
             batch = [i for i in batch if not i.future.done()]
             if not batch:
                 sem.release()
@@ -349,82 +346,84 @@ class CodeJudgeClient:
 
     # ------------------------------------------------------------------ sending
 
+    def _retrying(self, url: str) -> AsyncRetrying:
+        """The retry policy of one request: `max_retries` retries of a transport error, 5xx, 408 or 429, with
+        capped exponential backoff (`backoff_s` doubling up to `max_backoff_s`, plus up to 10 % jitter)."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=wait_exponential_jitter(multiplier=self.backoff_s, max=self.max_backoff_s, jitter=self.backoff_s / 10),
+            retry=retry_if_exception_type(_Retryable), reraise=True, before_sleep=lambda state: logger.warning(
+                "POST %s failed (attempt %d of %d): %s; retrying in %.3fs", url, state.attempt_number,
+                self.max_retries + 1, state.outcome.exception(), state.next_action.sleep))
+
     async def _send(self, batch: list[_Item], have_permit: bool) -> None:
-        """Send one batch (retrying failed requests) and deliver every item's result.
-
-        Holds a semaphore permit only while a request is in flight, never while sleeping.
-        """
-        assert self._sem is not None
-        sem = self._sem
-        path = "/run/long-batch"
-        url = f"{self.base_url}{path}"
-        attempt = 0
+        """Send one batch (retrying failed requests, see `_retrying`) and deliver every item's result."""
+        url = f"{self.base_url}{_PATH}"
+        live, attempts = batch, 0
         try:
-            while True:
-                live = [i for i in batch if not i.future.done()]
-                if not live:
-                    return
-                if not have_permit:
-                    await sem.acquire()
-                try:
-                    payload = BatchSubmission(submissions=[i.submission for i in live]).model_dump(
-                        mode="json", exclude_none=True
-                    )
-                    self.stats.requests += 1
-                    self.stats.items += len(live)
-                    error: Optional[str] = None
-                    try:
-                        resp = await self._http.post(path, json=payload)
-                    except httpx.UnsupportedProtocol as exc:
-                        self.stats.errors += 1
-                        self._fail(live, f"POST {url} failed: {_describe(exc)}")
-                        return
-                    except httpx.RequestError as exc:  # connect errors, timeouts, broken connections
-                        error = _describe(exc)
-                finally:
-                    sem.release()
-                    have_permit = False
-
-                if error is None:
-                    status = resp.status_code
-                    if 200 <= status < 300:
-                        self._deliver(live, resp, url)
-                        return
-                    if status >= 500 or status in _RETRYABLE_4XX:
-                        error = f"HTTP {status}: {_detail(resp)}"
-                    elif status == 413 and len(live) > 1:
-                        # our batching made the body too big: send each half on its own
-                        self.stats.errors += 1
-                        half = len(live) // 2
-                        logger.info("POST %s: HTTP 413 for %d items, splitting the batch", url, len(live))
-                        self._spawn_sender(live[:half], have_permit=False)
-                        self._spawn_sender(live[half:], have_permit=False)
-                        return
-                    else:
-                        self.stats.errors += 1
-                        self._fail(live, f"POST {url} answered HTTP {status}: {_detail(resp)}")
-                        return
-
+            try:
+                async for attempt in self._retrying(url):
+                    with attempt:
+                        attempts = attempt.retry_state.attempt_number
+                        live = [i for i in batch if not i.future.done()]
+                        if not live:
+                            if have_permit:
+                                self._sem.release()
+                            return
+                        hold, have_permit = have_permit, False
+                        resp = await self._post(live, hold, url)
+            except (_Retryable, CodeJudgeError) as exc:  # retries spent, or not worth one
+                self._fail(live, str(exc) if isinstance(exc, CodeJudgeError) else
+                           f"POST {url} failed after {attempts} attempt{'s' * (attempts > 1)}; last error: {exc}")
+                return
+            if 200 <= resp.status_code < 300:
+                self._deliver(live, resp, url)
+            elif resp.status_code == 413 and len(live) > 1:
+                self._split(live, url)
+            else:
                 self.stats.errors += 1
-                if attempt >= self.max_retries:
-                    self._fail(
-                        live,
-                        f"POST {url} failed after {attempt + 1} attempt{'s' if attempt else ''}; last error: {error}",
-                    )
-                    return
-                delay = self._backoff(attempt)
-                logger.warning(
-                    "POST %s failed (attempt %d of %d): %s; retrying in %.3fs",
-                    url, attempt + 1, self.max_retries + 1, error, delay,
-                )
-                await asyncio.sleep(delay)
-                attempt += 1
+                self._fail(live, f"POST {url} answered HTTP {resp.status_code}: {_detail(resp)}")
         except asyncio.CancelledError:
             self._fail(batch, "client closed before the result arrived")
             raise
         except Exception as exc:  # a bug here must fail this batch, not hang its callers
             logger.exception("unexpected error while sending a batch to %s", url)
             self._fail(batch, f"POST {url}: unexpected client error: {_describe(exc)}")
+
+    async def _post(self, live: list[_Item], have_permit: bool, url: str) -> httpx.Response:
+        """One request for `live`, holding a request slot only while it is in flight (never while backing off).
+
+        Returns the answer unless it is worth another try (`_Retryable`: transport error, 5xx, 408, 429); an
+        unsupported URL scheme raises `CodeJudgeError` at once."""
+        if not have_permit:
+            await self._sem.acquire()
+        try:
+            payload = BatchSubmission(submissions=[i.submission for i in live]).model_dump(mode="json",
+                                                                                          exclude_none=True)
+            self.stats.requests += 1
+            self.stats.items += len(live)
+            try:
+                resp = await self._http.post(_PATH, json=payload)
+            except httpx.UnsupportedProtocol as exc:
+                self.stats.errors += 1
+                raise CodeJudgeError(f"POST {url} failed: {_describe(exc)}") from exc
+            except httpx.RequestError as exc:  # connect errors, timeouts, broken connections
+                self.stats.errors += 1
+                raise _Retryable(_describe(exc)) from exc
+        finally:
+            self._sem.release()
+        if resp.status_code >= 500 or resp.status_code in _RETRYABLE_4XX:
+            self.stats.errors += 1
+            raise _Retryable(f"HTTP {resp.status_code}: {_detail(resp)}")
+        return resp
+
+    def _split(self, live: list[_Item], url: str) -> None:
+        """A 413 for several items: our batching made the body too big, so each half is sent on its own."""
+        self.stats.errors += 1
+        half = len(live) // 2
+        logger.info("POST %s: HTTP 413 for %d items, splitting the batch", url, len(live))
+        self._spawn_sender(live[:half], have_permit=False)
+        self._spawn_sender(live[half:], have_permit=False)
 
     def _deliver(self, live: list[_Item], resp: httpx.Response, url: str) -> None:
         """Match results to items by position; schedule queue_timeout items for another try."""
