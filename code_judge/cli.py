@@ -2,7 +2,8 @@
 
 Available as `rstar2-agent judge ...` and `python -m code_judge ...`. Settings come from the public
 code-judge's environment variables (REDIS_URI, MAX_EXECUTION_TIME, MAX_MEMORY, MAX_WORKERS, ...); the flags
-below override them.
+below override them. `workers` defaults to SANDBOX=strict (it refuses to start unless every isolation layer
+is available); `up`, `demo` and `LocalJudge` keep SANDBOX=auto.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     workers = sub.add_parser("workers", help="run worker processes on this machine (needs REDIS_URI)")
     workers.add_argument("--max-workers", type=int, help="number of workers (default MAX_WORKERS or CPU count)")
+    workers.add_argument("--sandbox", choices=("auto", "strict", "none"),
+                         help="default SANDBOX, else strict: refuse to start unless every isolation layer is on")
     workers.add_argument("--redis-uri", help="overrides REDIS_URI")
     workers.set_defaults(func=cmd_workers)
 
@@ -43,8 +46,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
-def _config(args) -> JudgeConfig:
+def _config(args, sandbox_default: str = "") -> JudgeConfig:
     overrides = {}
+    sandbox = getattr(args, "sandbox", None) or os.environ.get("SANDBOX") or sandbox_default
+    if sandbox:
+        overrides["sandbox"] = sandbox
     if getattr(args, "redis_uri", None):
         overrides["redis_uri"] = args.redis_uri
     if getattr(args, "max_workers", None):
@@ -64,10 +70,12 @@ def cmd_serve(args) -> None:
 def cmd_workers(args) -> None:
     from code_judge.worker.manager import WorkerManager
 
-    cfg = _config(args)
+    cfg = _config(args, sandbox_default="strict")  # a bare `judge workers` never runs code weakly isolated
     cfg.require_redis()
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    WorkerManager(cfg).run()
+    os.environ["SANDBOX"] = cfg.sandbox  # the worker processes read it
+    if not WorkerManager(cfg).run():
+        sys.exit(f"error: the sandbox refused to start (SANDBOX={cfg.sandbox}); the reason is logged above")
 
 
 def _wait_for_signal() -> None:
@@ -90,11 +98,35 @@ def cmd_up(args) -> None:
               f"isolation: {iso.get('level')})", flush=True)
         for warning in iso.get("warnings", []):
             print(f"WARNING: {warning}", flush=True)
+        preload_warning = describe_preload_failures(status.get("preload") or {})
+        if preload_warning:
+            print(preload_warning, file=sys.stderr, flush=True)
         print("Ctrl-C to stop", flush=True)
         _wait_for_signal()
     finally:
         print("stopping code judge ...", flush=True)
         judge.stop()
+
+
+def describe_preload_failures(preload: dict) -> str:
+    """A loud multi-line WARNING naming every preload module a zygote tier lacks, and why; "" if none."""
+    lines = []
+    for k, tier in enumerate(preload.get("tiers") or []):
+        for name, reason in (tier.get("failed") or {}).items():
+            lines.append(f"  tier {k}: {name}: {reason}")
+        if tier.get("warmup_error"):
+            lines.append(f"  tier {k}: PRELOAD_WARMUP failed: {tier['warmup_error']}")
+    if not lines:
+        return ""
+    bar = "!" * 78
+    return "\n".join([
+        bar,
+        "WARNING: configured preload modules are NOT available in the code judge's workers:",
+        *lines,
+        "Jobs that import them fail (or run cold). Install them into the Python that runs the judge,",
+        "or remove them from PRELOAD_MODULES / PRELOAD_TIERS. GET /status/detail shows the live tiers.",
+        bar,
+    ])
 
 
 DEMO_PROGRAMS = [
@@ -112,7 +144,7 @@ def cmd_demo(args) -> None:
     from code_judge.local import LocalJudge
 
     with LocalJudge(workers=args.max_workers, env={"MAX_EXECUTION_TIME": "2", "LOG_LEVEL": "WARNING"}) as judge:
-        status = httpx.get(judge.url + "/status").json()
+        status = httpx.get(judge.url + "/status/detail").json()
         print(f"code judge at {judge.url}; isolation: {status['isolation']}")
         batch = {"type": "batch", "submissions": [
             {"type": "python", "solution": code, "input": stdin} for _, code, stdin in DEMO_PROGRAMS]}

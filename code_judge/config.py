@@ -1,6 +1,8 @@
 """Settings of the code judge, read from the same environment variables as the public code-judge.
 
-One frozen dataclass is the single source of truth; `JudgeConfig.from_env()` builds it and checks it.
+One frozen pydantic-settings model is the single source of truth: `JudgeConfig()` (or `JudgeConfig.from_env()`)
+reads the environment, keyword arguments override it, and a bad value raises `ConfigError` naming the variable.
+An empty variable means its default.
 Derived values follow the public service:
 
     MAX_PROCESS_TIME               = MAX_EXECUTION_TIME + 5
@@ -12,9 +14,10 @@ Variables that only this implementation has are marked "ours" below.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Mapping
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PRELOAD = (
     "math,cmath,fractions,decimal,itertools,functools,collections,heapq,bisect,re,random,string,json,statistics"
@@ -37,18 +40,31 @@ class ConfigError(ValueError):
     """A setting is missing or out of range; the message names the variable."""
 
 
-def _get(env: Mapping[str, str], name: str, default, cast):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return cast(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not a valid {cast.__name__}") from exc
+def _env_name(field: str) -> str:
+    alias = JudgeConfig.model_fields[field].validation_alias if field in JudgeConfig.model_fields else None
+    return alias if isinstance(alias, str) else field.upper()
 
 
-@dataclasses.dataclass(frozen=True)
-class JudgeConfig:
+def env_names() -> list[str]:
+    """Every environment variable the judge reads, in field order."""
+    return [_env_name(f) for f in JudgeConfig.model_fields]
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first error, in the words the hand-written parser used."""
+    err = exc.errors()[0]
+    if err["type"] == "value_error":
+        return str(err["msg"]).removeprefix("Value error, ")
+    name = _env_name(str(err["loc"][0])) if err["loc"] else "?"
+    kind = "int" if err["type"].startswith("int") else "float" if err["type"].startswith("float") else err["type"]
+    return f"{name}={err['input']!r} is not a valid {kind}"
+
+
+class JudgeConfig(BaseSettings):
+    """Every field is read from the upper-cased variable of the same name unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, populate_by_name=True, extra="ignore")
+
     redis_uri: str = ""
     max_execution_time: float = 10.0  # s, wall clock and CPU time of one submission
     max_memory: int = 512  # MB the code may allocate on top of the warm interpreter
@@ -72,14 +88,42 @@ class JudgeConfig:
     max_code_length: int = 4 * 1024 * 1024  # bytes of solution + input per submission
     max_request_size: int = 64 * 1024 * 1024  # bytes of one HTTP body
     max_batch_size: int = 10000  # submissions in one batch request
-    sandbox: str = "auto"  # auto | strict (refuse to start without namespaces) | none
+    sandbox: str = "auto"  # auto | strict (refuse to start without namespaces) | none; `judge workers`: strict
     sandbox_uid_base: int = 200000  # executed code runs as uid base+slot (root only)
-    tmpfs_size: int = 256  # MB of private /tmp per worker
+    tmpfs_size: int = Field(256, validation_alias="SANDBOX_TMPFS_SIZE")  # MB of private /tmp per worker
     preload_modules: str = DEFAULT_PRELOAD
     preload_tiers: str = DEFAULT_TIERS  # ";"-separated module sets, each a zygote on top of the previous
     preload_warmup: str = DEFAULT_WARMUP  # code run once in the last (heaviest) tier
-    heartbeat_ttl: float = 10.0  # s; a worker silent this long is dead and its job is retried
+    heartbeat_ttl: float = Field(10.0, validation_alias="WORKER_HEARTBEAT_TTL")  # s; silent this long = dead
     max_job_attempts: int = 2  # a job whose worker died this many times is answered internal_error
+
+    def __init__(self, **values):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+    @classmethod
+    def from_env(cls, **overrides) -> "JudgeConfig":
+        """The environment's settings, `overrides` (field names) on top; raises `ConfigError`."""
+        return cls(**overrides)
+
+    @model_validator(mode="after")
+    def _check(self) -> "JudgeConfig":
+        checks = [
+            (self.max_execution_time <= 0, "MAX_EXECUTION_TIME must be > 0"),
+            (self.max_memory <= 0, "MAX_MEMORY must be > 0 (MB)"),
+            (self.max_workers < 1, "MAX_WORKERS must be >= 1"),
+            (0 < self.long_batch_max_queue_wait_time < 3600 + self.max_process_time,
+             "LONG_BATCH_MAX_QUEUE_WAIT_TIME must be >= 3600 + MAX_EXECUTION_TIME + 5"),
+            (self.redis_socket_timeout < 10, "REDIS_SOCKET_TIMEOUT must be >= 10 s"),
+            (self.sandbox not in ("auto", "strict", "none"), f"SANDBOX={self.sandbox!r}: use auto, strict or none"),
+            (self.max_job_attempts < 1, "MAX_JOB_ATTEMPTS must be >= 1"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise ValueError(message)
+        return self
 
     @property
     def max_process_time(self) -> float:
@@ -96,65 +140,6 @@ class JudgeConfig:
     @property
     def prefix(self) -> str:
         return f"{self.redis_key_prefix}:rstar2cj"
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "JudgeConfig":
-        env = os.environ if env is None else env
-        d = cls()
-        values = dict(
-            redis_uri=_get(env, "REDIS_URI", d.redis_uri, str),
-            max_execution_time=_get(env, "MAX_EXECUTION_TIME", d.max_execution_time, float),
-            max_memory=_get(env, "MAX_MEMORY", d.max_memory, int),
-            max_workers=_get(env, "MAX_WORKERS", d.max_workers, int),
-            max_stdout_error_length=_get(env, "MAX_STDOUT_ERROR_LENGTH", d.max_stdout_error_length, int),
-            max_queue_work_life_time=_get(env, "MAX_QUEUE_WORK_LIFE_TIME", d.max_queue_work_life_time, float),
-            long_batch_max_queue_wait_time=_get(
-                env, "LONG_BATCH_MAX_QUEUE_WAIT_TIME", d.long_batch_max_queue_wait_time, float
-            ),
-            max_batch_chunk_size=_get(env, "MAX_BATCH_CHUNK_SIZE", d.max_batch_chunk_size, int),
-            max_long_batch_chunk_size=_get(env, "MAX_LONG_BATCH_CHUNK_SIZE", d.max_long_batch_chunk_size, int),
-            redis_key_prefix=_get(env, "REDIS_KEY_PREFIX", d.redis_key_prefix, str),
-            redis_result_expire=_get(env, "REDIS_RESULT_EXPIRE", d.redis_result_expire, int),
-            redis_socket_timeout=_get(env, "REDIS_SOCKET_TIMEOUT", d.redis_socket_timeout, float),
-            python_execute_command=_get(env, "PYTHON_EXECUTE_COMMAND", d.python_execute_command, str),
-            cpp_compile_command=_get(env, "CPP_COMPILE_COMMAND", d.cpp_compile_command, str),
-            cpp_execute_command=_get(env, "CPP_EXECUTE_COMMAND", d.cpp_execute_command, str),
-            error_case_save_path=_get(env, "ERROR_CASE_SAVE_PATH", d.error_case_save_path, str),
-            max_processes=_get(env, "MAX_PROCESSES", d.max_processes, int),
-            max_file_size=_get(env, "MAX_FILE_SIZE", d.max_file_size, int),
-            max_open_files=_get(env, "MAX_OPEN_FILES", d.max_open_files, int),
-            max_code_length=_get(env, "MAX_CODE_LENGTH", d.max_code_length, int),
-            max_request_size=_get(env, "MAX_REQUEST_SIZE", d.max_request_size, int),
-            max_batch_size=_get(env, "MAX_BATCH_SIZE", d.max_batch_size, int),
-            sandbox=_get(env, "SANDBOX", d.sandbox, str),
-            sandbox_uid_base=_get(env, "SANDBOX_UID_BASE", d.sandbox_uid_base, int),
-            tmpfs_size=_get(env, "SANDBOX_TMPFS_SIZE", d.tmpfs_size, int),
-            preload_modules=_get(env, "PRELOAD_MODULES", d.preload_modules, str),
-            preload_tiers=_get(env, "PRELOAD_TIERS", d.preload_tiers, str),
-            preload_warmup=_get(env, "PRELOAD_WARMUP", d.preload_warmup, str),
-            heartbeat_ttl=_get(env, "WORKER_HEARTBEAT_TTL", d.heartbeat_ttl, float),
-            max_job_attempts=_get(env, "MAX_JOB_ATTEMPTS", d.max_job_attempts, int),
-        )
-        values.update(overrides)
-        cfg = cls(**values)
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        if self.max_execution_time <= 0:
-            raise ConfigError("MAX_EXECUTION_TIME must be > 0")
-        if self.max_memory <= 0:
-            raise ConfigError("MAX_MEMORY must be > 0 (MB)")
-        if self.max_workers < 1:
-            raise ConfigError("MAX_WORKERS must be >= 1")
-        if self.long_batch_max_queue_wait_time and self.long_batch_max_queue_wait_time < 3600 + self.max_process_time:
-            raise ConfigError("LONG_BATCH_MAX_QUEUE_WAIT_TIME must be >= 3600 + MAX_EXECUTION_TIME + 5")
-        if self.redis_socket_timeout < 10:
-            raise ConfigError("REDIS_SOCKET_TIMEOUT must be >= 10 s")
-        if self.sandbox not in ("auto", "strict", "none"):
-            raise ConfigError(f"SANDBOX={self.sandbox!r}: use auto, strict or none")
-        if self.max_job_attempts < 1:
-            raise ConfigError("MAX_JOB_ATTEMPTS must be >= 1")
 
     def require_redis(self) -> str:
         if not self.redis_uri:

@@ -134,7 +134,7 @@ class LocalJudge:
         self.api_workers = api_workers
         self.redis: Optional[RedisServer] = None
         self.redis_uri = redis_uri
-        self.env = dict(os.environ, **(env or {}))
+        self.env = {"SANDBOX": "auto", **os.environ, **(env or {})}  # `judge workers` alone defaults to strict
         self.manager: Optional[subprocess.Popen] = None
         self.api: Optional[subprocess.Popen] = None
 
@@ -167,7 +167,7 @@ class LocalJudge:
                 if proc is not None and proc.poll() is not None:
                     raise RuntimeError(f"the code judge {name} exited with {proc.returncode}")
             try:
-                last = httpx.get(self.url + "/status", timeout=2).json()
+                last = httpx.get(self.url + "/status/detail", timeout=2).json()
                 if last.get("workers", {}).get("alive", 0) >= want:
                     return last
             except (httpx.HTTPError, ValueError):

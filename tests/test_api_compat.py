@@ -1,5 +1,7 @@
 """The HTTP API is a drop-in for the public code-judge: paths, request and response fields, reasons."""
 
+import dataclasses
+
 from conftest import run_batch, run_code
 
 RESULT_FIELDS = {"sub_id", "success", "run_success", "cost", "stdout", "stderr", "reason"}
@@ -72,14 +74,36 @@ def test_cpp_compiles_and_runs(http):
     assert bad["run_success"] is False and "compilation failed" in bad["stderr"]
 
 
-def test_status_reports_queue_workers_isolation_and_latency(http):
+@dataclasses.dataclass
+class ServerStatus:
+    """The public code-judge client's model of GET /status: exactly these two fields."""
+
+    queue: int
+    num_workers: int
+
+
+def test_status_has_exactly_the_public_shape(http):
+    resp = http.get("/status")
+    assert resp.status_code == 200
+    status = ServerStatus(**resp.json())  # what the public JudgeClient.get_status() does; extra keys raise
+    assert status.queue >= 0 and status.num_workers == 2
+    assert set(resp.json()) == {"queue", "num_workers"}
+    assert all(type(v) is int for v in resp.json().values())
+
+
+def test_status_detail_reports_queue_workers_isolation_preload_and_latency(http):
     run_code(http, "print(1)")
-    s = http.get("/status").json()
+    s = http.get("/status/detail").json()
     assert s["queue"] >= 0 and s["num_workers"] == 2
     assert s["workers"]["alive"] == 2 and 0 <= s["workers"]["busy"] <= 2
     assert s["executions"] >= 1
     assert s["latency"]["execution_p50"] > 0 and s["latency"]["execution_p99"] >= s["latency"]["execution_p50"]
     assert s["isolation"]["level"] in ("full", "partial", "rlimits-only")
+    tiers = s["preload"]["tiers"]  # the test judge runs the default tiers: stdlib, + numpy, + sympy
+    assert len(tiers) == 3 and s["preload"]["workers_with_failures"] == 0
+    assert "math" in tiers[0]["loaded"] and "numpy" not in tiers[0]["modules"]
+    assert {"numpy", "numpy.linalg"} <= set(tiers[1]["loaded"]) and "sympy" in tiers[2]["loaded"]
+    assert all(t["failed"] == {} and t["warmup_error"] is None for t in tiers)
 
 
 def test_metrics_is_prometheus_text(http):

@@ -9,7 +9,7 @@ MB = 1024 * 1024
 
 def assert_service_healthy(http):
     assert run_code(http, "print('alive')")["stdout"] == "alive\n"
-    assert http.get("/status").json()["workers"]["alive"] == 2
+    assert http.get("/status/detail").json()["workers"]["alive"] == 2
 
 
 def test_malformed_json_is_422_with_detail(http):

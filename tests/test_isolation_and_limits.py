@@ -40,7 +40,7 @@ def leftover_sleepers(timeout: float = 10.0) -> list[str]:
 
 @pytest.fixture()
 def isolation(http):
-    iso = http.get("/status").json()["isolation"]
+    iso = http.get("/status/detail").json()["isolation"]
     if os.geteuid() == 0:
         # On this project's machines (root, namespaces allowed) every layer must be on.
         assert iso["level"] == "full", iso

@@ -1,4 +1,9 @@
-"""The HTTP API, a drop-in for the public code-judge: /ping, /status, /run*, /judge*, plus /metrics.
+"""The HTTP API, a drop-in for the public code-judge: /ping, /status, /run*, /judge*, plus /status/detail and
+/metrics.
+
+`/status` answers exactly the public shape, `{"queue": int, "num_workers": int}` (the public client builds a
+dataclass of these two fields from it); the rest (workers, isolation, preload tiers, latency, ...) is at
+`/status/detail`, and the same as Prometheus text at `/metrics`.
 
     uvicorn --factory code_judge.api.app:create_app      (or `rstar2-agent judge serve`)
 """
@@ -48,6 +53,11 @@ def percentile(values: list[float], q: float) -> Optional[float]:
     return ordered[int(rank) - 1]
 
 
+def _preload_failures(worker: dict) -> int:
+    """How many preload modules (and warm-ups) a worker's zygote tiers lack."""
+    return sum(len(t.get("failed") or {}) + bool(t.get("warmup_error")) for t in worker.get("preload") or [])
+
+
 async def collect_status(dispatcher: Dispatcher, request_latency) -> dict:
     r, keys = dispatcher.redis, dispatcher.keys
     pipe = r.pipeline(transaction=False)
@@ -65,6 +75,7 @@ async def collect_status(dispatcher: Dispatcher, request_latency) -> dict:
     alive = [dict(json.loads(b), busy=n > 0) for b, n in zip(answers[::2], answers[1::2]) if b]
     isos = [w["isolation"] for w in alive if w.get("isolation")]
     isolation = next((i for i in isos if i.get("level") != "full"), isos[0] if isos else None)  # the weakest
+    weakest = max(alive, key=_preload_failures, default={})  # workers on other machines may differ
     lat = [float(x) for x in lat]
     counts = {k: int(v) for k, v in stats.items()}
     return {
@@ -73,6 +84,8 @@ async def collect_status(dispatcher: Dispatcher, request_latency) -> dict:
         "workers": {"alive": len(alive), "busy": sum(1 for w in alive if w.get("busy")),
                     "registered": len(worker_ids)},
         "isolation": isolation,
+        "preload": {"tiers": weakest.get("preload") or [],
+                    "workers_with_failures": sum(1 for w in alive if _preload_failures(w))},
         "executions": counts.get("executions", 0),
         "errors": {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("reason:")},
         "counters": counts,
@@ -108,6 +121,9 @@ def prometheus_text(status: dict) -> str:
                     lat.add_metric([kind, "0." + q[1:]], value)
             yield lat
             level = (status["isolation"] or {}).get("level", "unknown")
+            failed = sum(len(t.get("failed") or {}) for t in status["preload"]["tiers"])
+            yield GaugeMetricFamily("code_judge_preload_failed_modules", "Preload modules a zygote tier lacks",
+                                    value=failed)
             yield GaugeMetricFamily("code_judge_isolation_full", "1 if executed code is fully isolated",
                                     value=1.0 if level == "full" else 0.0)
 
@@ -171,6 +187,14 @@ def create_app(cfg: Optional[JudgeConfig] = None) -> FastAPI:
 
     @app.get("/status")
     async def status():
+        try:
+            detail = await collect_status(state["d"], request_latency)
+        except REDIS_ERRORS as exc:
+            return JSONResponse(status_code=503, content={"detail": f"Redis unavailable: {exc}"})
+        return {"queue": detail["queue"], "num_workers": detail["num_workers"]}
+
+    @app.get("/status/detail")
+    async def status_detail():
         try:
             return await collect_status(state["d"], request_latency)
         except REDIS_ERRORS as exc:

@@ -81,6 +81,7 @@ class ZygoteProcess:
         self.max_execution_time = max_execution_time
         self.proc: Optional[subprocess.Popen] = None
         self.isolation: dict = {}
+        self.preload: dict = {}  # what the zygote actually preloaded: modules, loaded, failed {name: reason}
 
     def start(self) -> dict:
         self.stop()
@@ -98,8 +99,11 @@ class ZygoteProcess:
             self.stop()
             raise ExecutorError(f"sandbox could not start: {ready.get('error')}")
         self.isolation = ready["isolation"]
-        if ready.get("preload_failed"):
-            log.info("preload: not available: %s", ", ".join(ready["preload_failed"]))
+        self.preload = ready.get("preload") or {}
+        for name, reason in (self.preload.get("failed") or {}).items():
+            log.warning("preload: %s not available (%s)", name, reason)
+        if self.preload.get("warmup_error"):
+            log.warning("preload: warm-up failed (%s)", self.preload["warmup_error"])
         return self.isolation
 
     def stop(self) -> None:
@@ -170,6 +174,11 @@ class Executor:
     @property
     def isolation(self) -> dict:
         return self.zygotes[0].isolation
+
+    @property
+    def preload(self) -> list[dict]:
+        """One entry per zygote tier: the modules it was asked to preload, those it has, those that failed."""
+        return [z.preload for z in self.zygotes]
 
     def start(self) -> dict:
         for z in self.zygotes:

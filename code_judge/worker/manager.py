@@ -4,6 +4,8 @@
 - replaces a worker that dies, and at once puts the job it was running back on the queue (or answers it
   `internal_error` after MAX_JOB_ATTEMPTS deaths) instead of waiting for its heartbeat to expire;
 - every few seconds reaps workers of *any* machine whose heartbeat expired (a node that vanished);
+- stops all of them (exit status 1) when a worker's sandbox refuses to start (e.g. SANDBOX=strict without
+  namespaces): respawning could not help;
 - on SIGTERM/SIGINT lets running jobs finish (up to MAX_EXECUTION_TIME + 5 s), then stops.
 """
 
@@ -23,7 +25,7 @@ import redis
 
 from code_judge.config import JudgeConfig
 from code_judge.queue import REAP_SCRIPT, Keys
-from code_judge.worker.process import REDIS_ERRORS, connect
+from code_judge.worker.process import EXIT_SANDBOX, REDIS_ERRORS, connect
 
 log = logging.getLogger("code_judge.manager")
 
@@ -37,6 +39,7 @@ class WorkerManager:
         self.reap = self.redis.register_script(REAP_SCRIPT)
         self.procs: dict[int, tuple[subprocess.Popen, str]] = {}
         self.stopping = False
+        self.failed = False  # a worker's sandbox refused to start: stop all, exit non-zero
         self.restarts = 0
         self._host = socket.gethostname()
 
@@ -63,7 +66,8 @@ class WorkerManager:
         if requeued or failed:
             log.warning("reaper: %d job(s) of dead workers requeued, %d answered internal_error", requeued, failed)
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Run until SIGTERM/SIGINT; False if a sandbox could not start (then everything is stopped)."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         for slot in range(self.n):
@@ -73,6 +77,10 @@ class WorkerManager:
         while not self.stopping:
             dead = []
             for slot, (proc, wid) in list(self.procs.items()):
+                if proc.poll() == EXIT_SANDBOX:
+                    log.error("worker %s: the sandbox refused to start (see above); stopping all workers", wid)
+                    self.failed = self.stopping = True
+                    break
                 if proc.poll() is not None:
                     log.warning("worker %s (pid %d) died with %s; replacing it", wid, proc.pid, proc.returncode)
                     dead.append(wid)
@@ -84,6 +92,7 @@ class WorkerManager:
                 next_reap = now + max(1.0, self.cfg.heartbeat_ttl / 2)
             time.sleep(0.2)
         self._shutdown()
+        return not self.failed
 
     def request_stop(self, *_) -> None:
         self.stopping = True

@@ -26,6 +26,7 @@ from code_judge.worker.executor import Executor, ExecutorError
 log = logging.getLogger("code_judge.worker")
 T = TypeVar("T")
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+EXIT_SANDBOX = 78  # EX_CONFIG: the sandbox refused to start; the manager stops rather than respawn
 
 
 def connect(cfg: JudgeConfig) -> redis.Redis:
@@ -96,7 +97,7 @@ class Worker:
         """Say this worker is alive (every quarter TTL). Whether it is busy is its processing list's length."""
         if force or time.time() - self._last_beat >= self.cfg.heartbeat_ttl / 4:
             info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "executions": self.executions,
-                               "isolation": self.executor.isolation})
+                               "isolation": self.executor.isolation, "preload": self.executor.preload})
             pipe = self.redis.pipeline(transaction=False)
             pipe.sadd(self.keys.workers, self.wid)
             pipe.set(self.keys.heartbeat(self.wid), info, px=int(self.cfg.heartbeat_ttl * 1000))
@@ -111,7 +112,14 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self) -> None:
-        iso = self.executor.start()
+        try:
+            iso = self.executor.start()
+        except ExecutorError as exc:
+            # A sandbox that cannot start (SANDBOX=strict without namespaces, an install it cannot keep
+            # visible) will not start on a retry either: tell the manager to stop instead of respawning.
+            log.error("%s", exc)
+            self.executor.stop()
+            raise SystemExit(EXIT_SANDBOX) from exc
         level = "warning" if iso["warnings"] else "info"
         getattr(log, level)("worker %s ready; isolation %s %s", self.wid, iso["level"], iso["warnings"] or "")
         self._retry(lambda: self.heartbeat(force=True), "register")

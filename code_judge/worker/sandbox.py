@@ -6,13 +6,13 @@ forked job process. What each layer buys, and what happens when the kernel refus
 | layer | how | without it |
 |---|---|---|
 | network | the zygote unshares an empty network namespace (loopback down); jobs inherit it | jobs can reach the network, Redis and the API (warning) |
-| mount | private tmpfs on /tmp, /var/tmp, /dev/shm, wiped after every job; /proc shows only the sandbox | files may persist in the host's /tmp between jobs (warning; the job's own dir is still removed) |
+| mount | private tmpfs on /tmp, /var/tmp, /dev/shm, wiped after every job; the Python install and import paths under them are bound back read-only (or the zygote refuses to start); /proc shows only the sandbox | files may persist in the host's /tmp between jobs (warning; the job's own dir is still removed) |
 | pid | jobs live in a PID namespace whose init dies with the zygote; they cannot see host processes | jobs see host processes (warning) |
 | uid | jobs run as a uid of their own (root only): no capabilities, cannot touch root's files; after a job every process of that uid is killed, so a job cannot leave anything running, `setsid()` or not | jobs keep the worker's user; only the job's process group is killed (warning) |
 | rlimits | CPU, address space, processes, file size, open files, no core dumps | always applied |
 | environment | jobs start from a fixed minimal environment; the zygote itself was exec'ed with that environment, so /proc/self/environ holds no secrets either | always applied |
 
-The isolation that is active is returned as `Isolation` and reported by `/status` and the worker log.
+The isolation that is active is returned as `Isolation` and reported by `/status/detail` and the worker log.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import resource
 import select
 import signal
 import sys
-import tempfile
 import time
 from typing import Optional
 
@@ -34,7 +33,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 0x1000, 0x4000, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
@@ -65,7 +64,7 @@ def prctl(option: int, arg: int) -> None:
 
 @dataclasses.dataclass
 class Isolation:
-    """What protects executed code, as reported by /status."""
+    """What protects executed code, as reported by /status/detail."""
 
     network: bool = False
     mount: bool = False
@@ -127,37 +126,80 @@ def _closed_ancestor(path: str) -> Optional[str]:
     return None
 
 
-def python_paths() -> list[str]:
-    """Directories a job's interpreter must read: the install prefixes and every import path."""
+class SandboxError(RuntimeError):
+    """The sandbox cannot be set up safely in any mode; the zygote refuses to start (never weakens)."""
+
+
+def python_paths(extra: tuple[str, ...] = ()) -> list[str]:
+    """Directories a job's interpreter must read: the install prefixes, every import path and `extra` (e.g.
+    where preloaded modules live), each as given and resolved through symlinks."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(p for p in sys.path if p and os.path.isdir(p))
-    return sorted(paths)
+    paths.update(p for p in sys.path if p)
+    paths.update(extra)
+    found = set()
+    for p in paths:
+        if os.path.isdir(p):
+            found.update((os.path.abspath(p), os.path.realpath(p)))
+    return sorted(found)
 
 
-def _private_mounts(tmpfs_mb: int) -> None:
-    """Private temp dirs; directories other users cannot enter (e.g. /root) are replaced by an empty tmpfs
-    into which only the Python install is bound back, so a job can import but sees nothing else there."""
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+_HOW_TO = ("install Python (or the venv) outside /tmp, /var/tmp and /dev/shm (or at least below them, not as "
+           "one of them), or set SANDBOX=none to run executed code without namespaces")
+
+
+def _private_mounts(tmpfs_mb: int, extra: tuple[str, ...] = ()) -> None:
+    """Private temp dirs; directories other users cannot enter (e.g. /root) are covered by an empty tmpfs
+    too. Every Python directory under a covered one (a venv in /tmp, an install in /root) is bound back
+    read-only at the same path, so a job imports what the worker has but sees nothing else there.
+
+    Once the first mount is made, a failure raises `SandboxError`: a half-built sandbox must not run code.
+    """
     unshare(CLONE_NEWNS)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
-    for d in PRIVATE_DIRS:
-        if os.path.isdir(d):
-            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_mb}m,mode=1777")
-    closed: dict[str, list[str]] = {}
-    for p in python_paths():
-        anc = _closed_ancestor(p)
-        if anc is not None:
-            closed.setdefault(anc, []).append(p)
-    for anc, needed in closed.items():
-        holders = []
-        for i, p in enumerate(needed):
-            holder = tempfile.mkdtemp(prefix=".cj-bind-", dir="/tmp")
-            os.chmod(holder, 0o700)
-            mount(p, holder, None, MS_BIND | MS_REC)
-            holders.append((p, holder))
-        mount("tmpfs", anc, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for p, holder in holders:
-            os.makedirs(p, mode=0o755, exist_ok=True)
-            mount(holder, p, None, MS_BIND | MS_REC)
+    needed = python_paths(extra)
+    covers = [d for d in PRIVATE_DIRS if os.path.isdir(d)]
+    for p in needed:
+        if not any(_under(p, c) for c in covers):
+            anc = _closed_ancestor(p)
+            if anc is not None and anc != "/":
+                covers.append(anc)
+    covers = sorted(set(covers), key=len)
+    inside = [p for p in needed if p in covers]
+    if inside:
+        raise SandboxError(f"a Python path is a directory the sandbox makes private: {', '.join(inside)}; "
+                           f"{_HOW_TO}")
+    targets: list[str] = []
+    for p in needed:  # sorted: a directory comes before everything under it
+        if any(_under(p, c) for c in covers) and not any(_under(p, t) for t in targets):
+            targets.append(p)
+    try:
+        # Hold every directory to bind back by an fd before covering it; bind from /proc/self/fd/N afterwards.
+        fds = [(t, os.open(t, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) for t in targets]
+        old_umask = os.umask(0o022)
+        try:
+            for c in covers:
+                os.makedirs(c, exist_ok=True)
+                private = c in PRIVATE_DIRS
+                mount("tmpfs", c, "tmpfs", MS_NOSUID | MS_NODEV,
+                      f"size={tmpfs_mb}m,mode=1777" if private else "size=1m,mode=0755")
+            for t, fd in fds:
+                os.makedirs(t, exist_ok=True)
+                mount(f"/proc/self/fd/{fd}", t, None, MS_BIND | MS_REC)
+                noexec = MS_NOEXEC if os.statvfs(t).f_flag & os.ST_NOEXEC else 0  # keep what the host had
+                mount("none", t, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | noexec)
+                os.close(fd)
+        finally:
+            os.umask(old_umask)
+    except OSError as exc:
+        raise SandboxError(f"could not bind the Python install back into the sandbox's private mounts "
+                           f"({exc}); {_HOW_TO}") from exc
+    hidden = [p for p in needed if not os.path.isdir(p)]
+    if hidden:
+        raise SandboxError(f"the sandbox hides Python paths the worker uses: {', '.join(hidden)}; {_HOW_TO}")
 
 
 def _init_loop(mount_proc: bool, ready_fd: int, lifeline_fd: int) -> None:
@@ -196,8 +238,11 @@ def _init_loop(mount_proc: bool, ready_fd: int, lifeline_fd: int) -> None:
         os._exit(0)
 
 
-def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolation:
+def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int, extra_paths: tuple[str, ...] = ()) -> Isolation:
     """Set up the namespaces the zygote and all its jobs share. Must run before any thread exists.
+
+    `extra_paths`: directories besides the Python install and sys.path that jobs must read (where the
+    preloaded modules were found). A `SandboxError` (the install cannot be made visible) ends every mode.
 
     mode: "auto" (take what the kernel allows, warn about the rest), "strict" (raise unless all layers are
     active) or "none" (rlimits and a clean environment only).
@@ -220,8 +265,8 @@ def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolat
         iso.uid, _ = _lock_uid(uid_base, slot)
     else:
         iso.warnings.append("not running as root: executed code keeps the worker's uid")
-    iso.mount = attempt("mount", lambda: _private_mounts(tmpfs_mb))
-    if iso.uid is not None and not iso.mount and any(_closed_ancestor(p) for p in python_paths()):
+    iso.mount = attempt("mount", lambda: _private_mounts(tmpfs_mb, extra_paths))
+    if iso.uid is not None and not iso.mount and any(_closed_ancestor(p) for p in python_paths(extra_paths)):
         iso.warnings.append("the Python install is not readable by other users and no mount namespace is "
                             "allowed: executed code keeps the worker's uid")
         iso.uid = None
@@ -239,7 +284,9 @@ def isolate_zygote(mode: str, slot: int, uid_base: int, tmpfs_mb: int) -> Isolat
         if not iso.pid:
             iso.warnings.append("no pid isolation: the sandbox init failed to start")
     if mode == "strict" and iso.warnings:
-        raise RuntimeError("SANDBOX=strict but " + "; ".join(iso.warnings))
+        raise RuntimeError("SANDBOX=strict but " + "; ".join(iso.warnings) + ". Run the workers as root where "
+                           "the kernel allows namespaces (e.g. docker run --privileged, or --cap-add SYS_ADMIN "
+                           "with seccomp/AppArmor unconfined), or set SANDBOX=auto to accept weaker isolation")
     return iso
 
 

@@ -47,14 +47,32 @@ _SIGNAL_HINTS = {
 }
 
 
-def _preload(modules: list[str]) -> list[str]:
-    failed = []
+def _preload(modules: list[str]) -> dict[str, str]:
+    """Import `modules`; returns {module: "ErrorType: message"} for those that failed."""
+    failed = {}
     for name in modules:
         try:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional module that is not installed
-            failed.append(name)
+        except Exception as exc:  # noqa: BLE001 - an optional module that is not installed
+            failed[name] = f"{type(exc).__name__}: {exc}"
     return failed
+
+
+def _module_dirs(modules: list[str]) -> tuple[str, ...]:
+    """Where the top-level packages of `modules` live (found, not imported), so the sandbox keeps them."""
+    import importlib.util
+
+    dirs = set()
+    for top in {m.split(".")[0] for m in modules}:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None:
+            dirs.update(spec.submodule_search_locations or ())
+            if spec.origin and os.path.isabs(spec.origin):
+                dirs.add(os.path.dirname(spec.origin))
+    return tuple(sorted(dirs))
 
 
 def _read_text(path: str, max_chars: int) -> str:
@@ -233,23 +251,27 @@ def main() -> None:
     address_space = sandbox.AddressSpace()  # before the sandbox's own /proc hides ours
     try:
         iso = sandbox.isolate_zygote(
-            settings["sandbox"], settings["slot"], settings["uid_base"], settings["tmpfs_mb"]
+            settings["sandbox"], settings["slot"], settings["uid_base"], settings["tmpfs_mb"],
+            _module_dirs(settings["preload"]),
         )
     except Exception as exc:  # noqa: BLE001
         write_frame(fd_out, {"ready": False, "error": str(exc)})
         sys.exit(1)
     failed = _preload(settings["preload"])
+    warmup_error = None
     if settings.get("warmup"):
         try:
             exec(compile(settings["warmup"], "<warmup>", "exec"), {"__name__": "__warmup__"})
         except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation, never a reason to stop
-            failed.append(f"warmup ({type(exc).__name__}: {exc})")
+            warmup_error = f"{type(exc).__name__}: {exc}"
+    preload = {"modules": settings["preload"], "loaded": [m for m in settings["preload"] if m not in failed],
+               "failed": failed, "warmup_error": warmup_error}
     os.environ.pop("PYTHONPATH", None)  # jobs start from this environment (see runner.prepare_python)
     gc.collect()
     gc.freeze()  # keep the GC from touching (and so copying) the warm heap in every job
     zygote = Zygote(settings, iso, address_space)
     zygote.recycle()  # the first spare
-    write_frame(fd_out, {"ready": True, "pid": os.getpid(), "isolation": iso.as_dict(), "preload_failed": failed})
+    write_frame(fd_out, {"ready": True, "pid": os.getpid(), "isolation": iso.as_dict(), "preload": preload})
     while True:
         try:
             job = read_frame(fd_in)
