@@ -264,7 +264,7 @@ if [ "$HELP" = 1 ]; then
 fi
 print_plan
 check_pep668                       # before anything is installed
-apt_install "${APT_PKGS[@]}"
+apt_install ${APT_PKGS[@]+"${APT_PKGS[@]}"}  # (bash < 4.4 calls an empty array unbound)
 if [ "$PY_FOUND" = 0 ]; then       # apt just installed python3
   probe_python
   [ "$PY_FOUND" = 1 ] || die "'$PY' still not found after apt-get install python3"

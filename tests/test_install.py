@@ -128,6 +128,15 @@ def test_help_keeps_an_installed_cpu_torch(sandbox):
 
 
 @needs_bash
+def test_missing_python_comes_from_apt(sandbox):
+    env, log = sandbox
+    proc = run_install(env, PYTHON="no-such-python3")
+    assert "'no-such-python3' not found: apt installs python3" in proc.stdout
+    assert "apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip" in log.read_text()
+    assert proc.returncode == 1 and "still not found after apt-get install python3" in proc.stderr  # fake apt
+
+
+@needs_bash
 def test_unknown_option(sandbox):
     env, log = sandbox
     proc = run_install(env, "--bogus")
