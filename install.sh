@@ -30,7 +30,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # probe_python: sets PY_FOUND and, if found, PY_EXE, PY_VERSION, IN_VENV (0/1), MANAGED (the EXTERNALLY-MANAGED
 # marker that applies, or empty), HAS_PIP, HAS_ENSUREPIP (0/1), TORCH_INSTALLED (version or empty), TORCH_CUDA.
 probe_python() {
-  PY_FOUND=0
+  PY_FOUND=0 PY_EXE="" PY_VERSION="" IN_VENV=0 MANAGED="" HAS_PIP=0 HAS_ENSUREPIP=0 TORCH_INSTALLED="" TORCH_CUDA=""
   command -v "$PY" >/dev/null 2>&1 || return 0
   local out
   out=$("$PY" -W ignore -c '
@@ -121,9 +121,13 @@ break_system_packages() { [[ "${PIP_BREAK_SYSTEM_PACKAGES:-0}" =~ ^(1|true|yes|o
 
 # ---------------------------------------------------------------------------------------------- the steps
 
-# check_pep668: stop before installing anything when pip would refuse this Python (PEP 668).
-check_pep668() {
-  [ "$PY_FOUND" = 1 ] && [ -n "$MANAGED" ] || return 0
+# check_python: stop before installing anything when this Python is too old (pyproject's requires-python) or
+# pip would refuse it (PEP 668).
+check_python() {
+  [ "$PY_FOUND" = 1 ] || return 0
+  version_ge "$PY_VERSION" 3.10 || die "$PY_EXE is Python $PY_VERSION; rstar2-agent needs Python >= 3.10" \
+    "(set PYTHON=python3.11, or make a venv with a newer one)"
+  [ -n "$MANAGED" ] || return 0
   if break_system_packages; then
     echo "install.sh: warning: $PY_EXE is externally managed ($MANAGED); installing anyway" \
          "(PIP_BREAK_SYSTEM_PACKAGES)" >&2
@@ -263,12 +267,12 @@ if [ "$HELP" = 1 ]; then
   exit 0
 fi
 print_plan
-check_pep668                       # before anything is installed
+check_python                       # before anything is installed
 apt_install ${APT_PKGS[@]+"${APT_PKGS[@]}"}  # (bash < 4.4 calls an empty array unbound)
 if [ "$PY_FOUND" = 0 ]; then       # apt just installed python3
   probe_python
   [ "$PY_FOUND" = 1 ] || die "'$PY' still not found after apt-get install python3"
-  check_pep668
+  check_python
 fi
 check_redis
 if [ "$GPU" = 1 ]; then install_gpu; else install_cpu; fi

@@ -191,6 +191,13 @@ def source_install(script: str, env: dict) -> subprocess.CompletedProcess:
 
 
 @needs_bash
+def test_old_python_is_refused(sandbox):
+    env, _ = sandbox
+    proc = source_install("PY_FOUND=1; PY_VERSION=3.8.10; PY_EXE=/usr/bin/python3; check_python", env)
+    assert proc.returncode == 1 and "Python 3.8.10; rstar2-agent needs Python >= 3.10" in proc.stderr
+
+
+@needs_bash
 def test_version_compare(sandbox):
     env, _ = sandbox
     script = "for p in '7.0.15 6.2' '6.2.0 6.2' '6.2 6.2' '6.10.1 6.2'; do version_ge $p && echo y || echo n; done; " \
