@@ -340,3 +340,39 @@ async def test_verl_agent_loop_marks_an_unreachable_judge(tmp_path):
     assert fields["infra_error"] is True and fields["infra_error_count"] == 1 and fields["tool_error_count"] == 0
     assert fields["finish_reason"] == "infra_error" and server.turns == 1
     assert rollout_metrics([fields])["rollout/infra_errors"] == 1 and infra_error_flags([fields]) == [True]
+
+
+# ------------------------------------------------------------------- verl's trainer: the selection seam
+
+
+class FakeBatch:
+    """The parts of verl's TransferQueue batch handle that `RStar2AgentTrainer._select` uses."""
+
+    def __init__(self, keys, partition_id="train"):
+        self.keys, self.tags, self.partition_id = list(keys), [{} for _ in keys], partition_id
+
+    def select_keys(self, keys):
+        return FakeBatch(keys, self.partition_id)
+
+
+@pytest.mark.parametrize("down_sampling", [False, True])
+def test_verl_trainer_drops_infra_rows_and_counts_them(monkeypatch, down_sampling):
+    import torch
+
+    from rstar2_agent.trainer import roc_trainer
+
+    texts = ["<answer>1</answer>", "<answer>2</answer>", "<answer>1</answer>", "<answer>3</answer>"]
+    data = {"uid": ["p", "p", "p", "p"], "responses": [TOK.encode(t, add_special_tokens=False) for t in texts],
+            "rm_scores": [torch.tensor([0.0, 1.0]), torch.tensor([0.0]), torch.tensor([1.0]), torch.tensor([0.0])],
+            "extra_fields": [{"tool_call_count": 1, "tool_error_count": 0, "finish_reason": "stop"}] * 3
+            + [{"tool_call_count": 1, "tool_error_count": 0, "finish_reason": "infra_error", "infra_error": True}]}
+    cleared = []
+    monkeypatch.setattr(roc_trainer.tq, "kv_batch_get", lambda keys, partition_id, select_fields: data)
+    monkeypatch.setattr(roc_trainer.tq, "kv_clear", lambda keys, partition_id: cleared.extend(keys))
+    trainer = roc_trainer.RStar2AgentTrainer.__new__(roc_trainer.RStar2AgentTrainer)
+    trainer.tokenizer = TOK
+    trainer.down_sampling = DownSamplingConfig(do_down_sampling=down_sampling, reject_equal_reward=True)
+    metrics = {}
+    kept = trainer._select(FakeBatch(["k0", "k1", "k2", "k3"]), metrics)
+    assert kept.keys == ["k0", "k1", "k2"] and cleared == ["k3"] and not trainer.nothing_to_learn
+    assert metrics["rollout/infra_errors"] == 1 and metrics["down_sampling/infra_error_dropped_num"] == 1
