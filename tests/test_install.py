@@ -277,6 +277,12 @@ def test_ci_run_is_rerunnable(tmp_path):
     assert log.read_text().splitlines() == [
         "install.sh", "rstar2-agent train trainer.default_local_dir=runs/ci", "python3 -m pytest -q",
     ] * 2
+    # a failed install.sh fails CI (set -e alone would go on to the tests: it sits inside an && list)
+    log.write_text("")
+    make_exe(repo / "install.sh", '#!/bin/sh\necho "install.sh" >> "$FAKE_LOG"\nexit 5\n')
+    proc = subprocess.run([BASH, str(repo / ".ci" / "run")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 5 and log.read_text().splitlines() == ["install.sh"]
 
 
 # ------------------------------------------------------------------------------ code_judge.local: Redis >= 6.2
