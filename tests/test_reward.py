@@ -314,6 +314,17 @@ def test_worker_killed_mid_item_is_replaced():
         assert p.score("x", "0") == 1.0
 
 
+def test_a_cancelled_running_item_stops_its_worker():
+    with RewardPool(num_workers=1, timeout_s=60.0, score_fn=sleepy_score) as p:
+        assert p.score("x", "0") == 1.0
+        future = p.submit("x", "60")
+        _wait_until(lambda: p.busy_worker_pids() != [])
+        (busy,) = p.busy_worker_pids()
+        assert future.cancel()
+        _wait_until(lambda: busy not in p.worker_pids(wait_s=0))
+        assert p.score("x", "0") == 1.0  # well before the 60 s item would have ended
+
+
 def test_score_fn_error_scores_zero_and_worker_survives():
     with RewardPool(num_workers=1, timeout_s=5.0, score_fn=raising_score) as p:
         assert p.score_many([("a", "b"), ("c", "d")]) == [0.0, 0.0]

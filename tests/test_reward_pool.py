@@ -66,3 +66,14 @@ def test_the_manager_starts_a_new_pool_after_its_own_close():
         assert m.pool.score(r"\boxed{2}", "2") == 1.0
     finally:
         m.close()
+
+
+def test_a_worker_that_cannot_load_the_scoring_code_in_time_breaks_the_pool(tmp_path, monkeypatch):
+    (tmp_path / "slow_scoring_module.py").write_text("import time\ntime.sleep(30)\n\ndef score(a, b):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
+    with RewardPool(num_workers=1, score_fn="slow_scoring_module:score", start_method="spawn",
+                    start_timeout_s=1.0) as p:
+        with pytest.raises(RewardPoolBrokenError, match="did not start"):
+            p.submit("a", "b").result(timeout=60)
+        with pytest.raises(RewardPoolBrokenError):
+            p.submit("a", "b")  # refused at once from now on
