@@ -34,8 +34,8 @@ with open(os.environ["FAKE_LOG"], "a") as log:
 if args[:1] != ["-c"]:
     sys.exit(97)  # pip, a here-document, ...: nothing but install.sh's probe may run
 if os.environ.get("FAKE_STDLIB"):
-    get_path = sysconfig.get_path
-    sysconfig.get_path = lambda name, *a, **k: os.environ["FAKE_STDLIB"] if name == "stdlib" else get_path(name, *a, **k)
+    get_path, stdlib = sysconfig.get_path, os.environ["FAKE_STDLIB"]
+    sysconfig.get_path = lambda name, *a, **k: stdlib if name == "stdlib" else get_path(name, *a, **k)
 if os.environ.get("FAKE_NO_TORCH"):
     find_spec = importlib.util.find_spec
     importlib.util.find_spec = lambda name, *a, **k: None if name == "torch" else find_spec(name, *a, **k)
