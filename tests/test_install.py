@@ -132,7 +132,8 @@ def test_missing_python_comes_from_apt(sandbox):
     env, log = sandbox
     proc = run_install(env, PYTHON="no-such-python3")
     assert "'no-such-python3' not found: apt installs python3" in proc.stdout
-    assert "apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip" in log.read_text()
+    (apt,) = [line for line in log.read_text().splitlines() if "apt-get install" in line]
+    assert apt.endswith(" python3 python3-venv python3-pip"), apt
     assert proc.returncode == 1 and "still not found after apt-get install python3" in proc.stderr  # fake apt
 
 
