@@ -138,7 +138,7 @@ check_python() {
   [ "$START_DIR" = "$PWD" ] || cd_repo="cd $(printf '%q' "$PWD") && "
   cat >&2 <<EOF
 install.sh: $PY_EXE is externally managed (PEP 668: $MANAGED), so pip will not install into it.
-Make a virtual environment here, activate it and run install.sh inside it:
+Make a virtual environment in the checkout, activate it and run install.sh inside it:
 
     ${venv_pkg}${cd_repo}$PY -m venv .venv && . .venv/bin/activate && bash install.sh
 
@@ -174,7 +174,7 @@ check_redis() {
   cat >&2 <<EOF
 install.sh: error: redis-server $rv ($(command -v redis-server)) is too old: the code judge needs Redis >= $REDIS_MIN
 (BLMOVE, LPOP with a count). Ubuntu 22.04 and Debian 11 ship 6.0. Install a newer one from Redis's own apt
-repository (https://redis.io/docs/latest/operate/oss_and_stack/install/install-stack/apt/):
+repository, packages.redis.io (redis.io's "Install Redis on Linux"; needs curl, gpg and lsb-release):
 
     curl -fsSL https://packages.redis.io/gpg | $(sudo_prefix)gpg --dearmor -o /usr/share/keyrings/redis-archive-keyring.gpg
     echo "deb [signed-by=/usr/share/keyrings/redis-archive-keyring.gpg] https://packages.redis.io/deb \$(lsb_release -cs) main" | $(sudo_prefix)tee /etc/apt/sources.list.d/redis.list
