@@ -78,10 +78,15 @@ def cmd_workers(args) -> None:
         sys.exit(f"error: the sandbox refused to start (SANDBOX={cfg.sandbox}); the reason is logged above")
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """An event set by SIGINT/SIGTERM; installed before anything tells the user how to stop us."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait(stop: threading.Event) -> None:
     while not stop.is_set():
         stop.wait(1.0)
 
@@ -93,6 +98,7 @@ def cmd_up(args) -> None:
     judge = LocalJudge(workers=cfg.max_workers, port=args.port, host=args.host, redis_uri=args.redis_uri)
     try:
         status = judge.start().wait_ready()
+        stop = _stop_on_signal()
         iso = status.get("isolation") or {}
         print(f"code judge up at {judge.url}  (redis {judge.redis_uri}, {cfg.max_workers} workers, "
               f"isolation: {iso.get('level')})", flush=True)
@@ -102,7 +108,7 @@ def cmd_up(args) -> None:
         if preload_warning:
             print(preload_warning, file=sys.stderr, flush=True)
         print("Ctrl-C to stop", flush=True)
-        _wait_for_signal()
+        _wait(stop)
     finally:
         print("stopping code judge ...", flush=True)
         judge.stop()
