@@ -3,6 +3,8 @@
     rstar2-agent train [--config-name NAME] [--model PATH] [--resume] [key=value ...]
                                                  GRPO-RoC training (see `rstar2_agent.engine.run`)
     rstar2-agent judge serve|workers|up|demo     the code judge (see `code_judge.cli`)
+    rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [key=value ...]
+                                                 rStar-Math tree search (see `rstar2_agent.math.run`)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from code_judge import cli as judge_cli
 from code_judge.config import ConfigError
 from rstar2_agent.engine import run as train_cli
+from rstar2_agent.math import run as math_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.add_command(sub)
     judge = sub.add_parser("judge", help="the code execution service")
     judge_cli.add_commands(judge.add_subparsers(dest="judge_command", required=True))
+    math_cli.add_command(sub)
     return ap
 
 
