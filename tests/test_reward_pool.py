@@ -20,10 +20,11 @@ def manager(reward: dict) -> CodeJudgeRewardManager:
 
 def test_default_pool_is_the_nodes_share_per_reward_loop_worker(monkeypatch):
     monkeypatch.setattr(verl_manager, "usable_cores", lambda: 64)
-    assert manager({"num_workers": 8, "reward_kwargs": {"num_workers": None}}).num_workers == 8  # 64 // 8
+    assert manager({"num_workers": 8, "reward_kwargs": {"pool_workers": None}}).num_workers == 8  # 64 // 8
     assert manager({"num_workers": 3}).num_workers == 21
     assert manager({"num_workers": 128}).num_workers == 1  # never 0
-    assert manager({"num_workers": 8, "reward_kwargs": {"num_workers": 5}}).num_workers == 5  # the user's choice
+    assert manager({"num_workers": 8, "reward_kwargs": {"pool_workers": 5}}).num_workers == 5  # the user's choice
+    assert manager({"num_workers": 8, "reward_kwargs": {"num_workers": 6}}).num_workers == 6  # the old key name
     assert CodeJudgeRewardManager(tokenizer=TOK).num_workers == 64  # no verl config: one manager, every core
 
 
@@ -44,7 +45,7 @@ def test_a_closed_pool_is_not_broken():
 
 
 def test_the_manager_raises_on_a_broken_pool_instead_of_starting_another():
-    m = manager({"num_workers": 8, "reward_kwargs": {"num_workers": 1, "score_fn": UNIMPORTABLE}})
+    m = manager({"num_workers": 8, "reward_kwargs": {"pool_workers": 1, "score_fn": UNIMPORTABLE}})
     try:
         pool = m.pool
         with pytest.raises(RewardPoolBrokenError):
@@ -58,7 +59,7 @@ def test_the_manager_raises_on_a_broken_pool_instead_of_starting_another():
 
 
 def test_the_manager_starts_a_new_pool_after_its_own_close():
-    m = manager({"num_workers": 8, "reward_kwargs": {"num_workers": 1}})
+    m = manager({"num_workers": 8, "reward_kwargs": {"pool_workers": 1}})
     first = m.pool
     m.close()
     try:

@@ -79,11 +79,11 @@ def test_reward_kwargs_are_declared_and_reach_the_manager(monkeypatch):
 
     monkeypatch.setattr(verl_manager, "usable_cores", lambda: 96)
     cfg = compose_trainer()
-    assert dict(cfg.reward.reward_kwargs) == {"num_workers": None, "timeout_s": 5.0, "score_fn": None}
+    assert dict(cfg.reward.reward_kwargs) == {"pool_workers": None, "timeout_s": 5.0, "score_fn": None}
     m = verl_manager.CodeJudgeRewardManager(config=cfg, tokenizer=build_tokenizer())
     assert m.num_workers == 96 // cfg.reward.num_workers  # 8 reward-loop workers by default: 12 processes each
     assert (m.timeout_s, m.score_fn) == (5.0, verl_manager.DEFAULT_SCORE_FN)
-    cfg = compose_trainer(["reward.reward_kwargs.num_workers=3", "reward.reward_kwargs.timeout_s=2"])
+    cfg = compose_trainer(["reward.reward_kwargs.pool_workers=3", "reward.reward_kwargs.timeout_s=2"])
     m = verl_manager.CodeJudgeRewardManager(config=cfg, tokenizer=build_tokenizer())
     assert (m.num_workers, m.timeout_s) == (3, 2.0)
 

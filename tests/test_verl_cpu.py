@@ -266,7 +266,7 @@ print("ok")
 
 # What the CPU preset changes in the recipe on purpose; everything else of rstar2_agent_recipe.yaml must compose
 # to the same value in both trainer configs.
-CPU_CHANGES = {"actor_rollout_ref.rollout.multi_turn.max_assistant_turns", "reward.reward_kwargs.num_workers",
+CPU_CHANGES = {"actor_rollout_ref.rollout.multi_turn.max_assistant_turns", "reward.reward_kwargs.pool_workers",
                "ray_kwargs.ray_init.runtime_env.env_vars"}
 
 

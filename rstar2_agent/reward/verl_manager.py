@@ -24,8 +24,9 @@ What is scored, per sample:
 * A sample with no valid response token scores 0.0 and nothing is written: writing at index
   ``valid_length - 1 = -1`` would put the reward on the last padding position (verl #6476).
 
-Settings come from ``config.reward.reward_kwargs`` or constructor keywords: ``num_workers`` (pool
-processes), ``timeout_s`` (per item, default 5), ``score_fn`` (``"module:function"``). verl's
+Settings come from ``config.reward.reward_kwargs`` (``pool_workers``: pool processes, as the CPU engine's
+``reward.pool_workers``; verl's ``reward.num_workers`` counts reward-loop workers) or constructor keywords:
+``num_workers`` (pool processes), ``timeout_s`` (per item, default 5), ``score_fn`` (``"module:function"``). verl's
 ``compute_score`` argument is ignored, as upstream does, because scoring must happen in the pool.
 """
 
@@ -208,7 +209,8 @@ class CodeJudgeRewardManager(RewardManagerBase):
         RewardManagerBase.__init__(self, config, tokenizer, compute_score)
         settings = _reward_kwargs(config)
         if num_workers is None:
-            num_workers = settings.get("num_workers")
+            num_workers = next((settings[key] for key in ("pool_workers", "num_workers")  # num_workers: the old name
+                                if settings.get(key) is not None), None)
         if num_workers is None:
             reward = config.get("reward") if hasattr(config, "get") else None
             managers = int((reward.get("num_workers") if hasattr(reward, "get") else None) or 1)
