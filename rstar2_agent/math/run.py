@@ -1,12 +1,18 @@
-"""``rstar2-agent math search``: upstream ``main.py``'s search, drop-in, on our code judge.
+"""``rstar2-agent math search``: upstream ``main.py``'s search, drop-in, on our code judge; and ``math score``.
 
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [--reward_model_dir DIR]
-                             [--output PATH] [--limit N] [--judge-url URL] [key=value ...]
+                             [--save_in_model PATH] [--output PATH] [--limit N] [--judge-url URL] [key=value ...]
+    rstar2-agent math score FILE... [--top_n 4] [--seed 0]
 
 It reads ``question``/``answer`` json or jsonl (:func:`.records.load_questions`), searches ``batch_size``
 questions at a time in lock-step, appends one upstream-format line per question to ``--output`` as each
 finishes, and skips the questions already there (resume). Without ``--judge-url`` a private code judge is
 started for the run, as ``rstar2-agent train`` does. Model-written code runs only in the judge.
+``--save_in_model PATH`` is accepted for upstream command lines and names the output when ``--output`` is
+not given.
+
+``score`` prints a JSON report of one or more output files (:mod:`.metrics`): pass@1 of each file by its
+best-valued terminal, and over the files pass@1 / pass@n / majority / value-weighted majority of the top-n.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import json
+
 from rstar2_agent.math.config import SearchConfig, SearchConfigError, load_config
 from rstar2_agent.math.records import append_record, load_questions, pending_items, tree_record
 from rstar2_agent.math.search import Executor, Generator, SearchStats, SearchTree, ValueModel, run_search
 
-__all__ = ["default_output", "search_file", "add_command", "run_search_command"]
+__all__ = ["default_output", "search_file", "add_command", "run_search_command", "run_score_command"]
 
 
 def default_output(qaf: str, custom_cfg: Optional[str]) -> Path:
@@ -65,6 +73,7 @@ def add_command(sub) -> None:
     p.add_argument("--custom_cfg", default=None, help="a bundled config name (sft_eval_mcts, cpu, ...) or a yaml path")
     p.add_argument("--model_dir", required=True, help="the policy model folder")
     p.add_argument("--reward_model_dir", default=None, help="the PPM folder (base model + value_head.bin)")
+    p.add_argument("--save_in_model", default=None, help="upstream's output option: the output path")
     p.add_argument("--output", default=None, help="output JSONL (default: <qaf>.<config>.jsonl)")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--judge-url", default=None, help="a running code judge (default: start a private one)")
@@ -72,6 +81,21 @@ def add_command(sub) -> None:
     p.add_argument("--backend", default="transformers", choices=["transformers"], help="generation backend")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
     p.set_defaults(func=run_search_command)
+    s = commands.add_parser("score", help="pass@1 / pass@n / majority votes of search outputs")
+    s.add_argument("files", nargs="+", help="output JSONL files (several: runs of the same questions)")
+    s.add_argument("--top_n", type=int, default=4, help="best-valued answers kept per question over the runs")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random tie-break of the majority vote")
+    s.set_defaults(func=run_score_command)
+
+
+def run_score_command(args) -> None:
+    from rstar2_agent.math.metrics import multi_run_report, pass_at_1
+    from rstar2_agent.math.records import read_records
+
+    runs = [read_records(path) for path in args.files]
+    report = multi_run_report(runs, top_n=args.top_n, seed=args.seed)
+    report["per_file_pass@1"] = [pass_at_1(run) for run in runs]
+    print(json.dumps(report, indent=2))
 
 
 def run_search_command(args) -> None:
@@ -90,7 +114,7 @@ def run_search_command(args) -> None:
         from rstar2_agent.math.ppm import PPMScorer
 
         value_model = PPMScorer.from_pretrained(cfg.reward_model_dir)
-    output = Path(args.output) if args.output else default_output(args.qaf, args.custom_cfg)
+    output = Path(args.output or args.save_in_model or default_output(args.qaf, args.custom_cfg))
     judge = None
     url = args.judge_url
     if url is None:
