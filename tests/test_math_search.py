@@ -199,6 +199,22 @@ def test_greedy_is_one_code_block_then_the_answer(finish):
         assert last.is_terminal and last.state["final_answer"] == DEPTH_LIMIT and best_answer(tree) is None
 
 
+class ProseGenerator:
+    def generate(self, prompts, n, params):
+        return [[Continuation("First note that the sum is even.\n", "<end_of_step>"),
+                 Continuation("<code>\nprint(1)\n", "<end_of_code>")] for _ in prompts]
+
+
+def test_prose_steps_are_not_sent_to_the_judge():
+    cfg = SearchConfig(n_generate_sample=2, iterations=1, max_depth=1, errors_threshold=1)
+    ex = InTestExecutor()
+    [tree] = search_batch(make_trees(QUESTIONS[:1], cfg), cfg, ProseGenerator(), ex)
+    assert ex.calls == [["print(1)"]]
+    prose, code = tree.root.children
+    assert prose.observation == "" and prose.consecutive_errors == 0
+    assert code.state["text"].endswith("<output>1\n<end_of_output>")
+
+
 def test_batch_size_splits_questions():
     cfg = SearchConfig(n_generate_sample=2, iterations=1, max_depth=4, is_sampling=True, batch_size=2)
     gen = ScriptedGenerator()

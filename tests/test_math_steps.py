@@ -60,6 +60,7 @@ def test_step_code_replays_the_current_block_only():
 def test_extract_code_between_tags():
     text = "intro <code>\nx = 1\n<end_of_step>\ny = x\n<end_of_code>\nignored"
     assert steps.extract_code(text) == "x = 1\n\ny = x"
+    assert steps.extract_code("Note that 2 + 2 = 4.\n<end_of_step>") == ""  # prose: nothing to run
 
 
 def test_observation_truncated_in_the_middle():

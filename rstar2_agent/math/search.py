@@ -169,12 +169,16 @@ def _expand(pairs: list[tuple[SearchTree, Node]], cfg: SearchConfig, generator: 
             children.append((tree, child))
     stats.nodes += len(children)
     python = [child for _, child in children if child.state["action"] == steps.PYTHON_ACTION]
-    if python:
-        observations = executor.run([steps.step_code(child) for child in python])
+    codes = [steps.step_code(child) for child in python]
+    runnable = [i for i, code in enumerate(codes) if code.strip()]
+    observations = [""] * len(python)  # a step without code observes nothing (no judge call for it)
+    if runnable:
+        for i, obs in zip(runnable, executor.run([codes[i] for i in runnable]), strict=True):
+            observations[i] = obs
         stats.run_calls += 1
-        stats.codes += len(python)
-        for child, obs in zip(python, observations, strict=True):
-            steps.apply_observation(child, obs, errors_threshold)
+        stats.codes += len(runnable)
+    for child, obs in zip(python, observations):
+        steps.apply_observation(child, obs, errors_threshold)
     for _, child in children:
         steps.apply_depth_limit(child, cfg.max_depth)
     return children

@@ -125,14 +125,19 @@ def block_inputs(ancestors: Sequence[Node]) -> list[str]:
 
 
 def extract_code(text: str) -> str:
-    """The code between the last ``<code>`` and the next ``<end_of_code>``, ``<end_of_step>`` removed.
+    """The code between the last ``<code>`` and the next ``<end_of_code>``, ``<end_of_step>`` removed; empty
+    when no ``<code>`` was opened (a prose step has nothing to run).
 
     >>> extract_code("<code>\\nx = 1\\n<end_of_step>\\nprint(x)\\n<end_of_code>")
     'x = 1\\n\\nprint(x)'
+    >>> extract_code("First, 2 + 2 = 4.")
+    ''
     """
     text = text.replace(STEP_END, "")
     start = text.rfind(CODE_START)
-    body = text[start + len(CODE_START):] if start >= 0 else text
+    if start < 0:
+        return ""
+    body = text[start + len(CODE_START):]
     end = body.find(CODE_END)
     if end >= 0:
         body = body[:end]
