@@ -1,7 +1,8 @@
 """``rstar2-agent math search``: upstream ``main.py``'s search, drop-in, on our code judge; and ``math score``.
 
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [--reward_model_dir DIR]
-                             [--save_in_model PATH] [--output PATH] [--limit N] [--judge-url URL] [key=value ...]
+                             [--save_in_model PATH] [--output PATH] [--limit N] [--judge-url URL]
+                             [--backend transformers|openai] [--base-url URL] [key=value ...]
     rstar2-agent math score FILE... [--top_n 4] [--seed 0]
 
 It reads ``question``/``answer`` json or jsonl (:func:`.records.load_questions`), searches ``batch_size``
@@ -78,7 +79,9 @@ def add_command(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--judge-url", default=None, help="a running code judge (default: start a private one)")
     p.add_argument("--judge-workers", type=int, default=2, help="workers of the private judge")
-    p.add_argument("--backend", default="transformers", choices=["transformers"], help="generation backend")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "openai"],
+                   help="transformers: in this process; openai: an OpenAI-compatible server at --base-url")
+    p.add_argument("--base-url", default=None, help="the completions server (vllm serve, SGLang) for --backend openai")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
     p.set_defaults(func=run_search_command)
     s = commands.add_parser("score", help="pass@1 / pass@n / majority votes of search outputs")
@@ -98,6 +101,19 @@ def run_score_command(args) -> None:
     print(json.dumps(report, indent=2))
 
 
+def make_generator(args, cfg: SearchConfig) -> Generator:
+    """The generation backend the command line asks for."""
+    if args.backend == "openai":
+        if not args.base_url:
+            sys.exit("error: --backend openai needs --base-url")
+        from rstar2_agent.math.openai_backend import OpenAICompletionsGenerator
+
+        return OpenAICompletionsGenerator(args.base_url, model=args.model_dir)
+    from rstar2_agent.math.backends import TransformersGenerator
+
+    return TransformersGenerator.from_pretrained(args.model_dir, seed=cfg.seed or 0)
+
+
 def run_search_command(args) -> None:
     try:
         cfg = load_config(args.custom_cfg, args.overrides)
@@ -105,10 +121,9 @@ def run_search_command(args) -> None:
         sys.exit(f"error: {exc}")
     cfg.model_dir = args.model_dir
     cfg.reward_model_dir = args.reward_model_dir or cfg.reward_model_dir
-    from rstar2_agent.math.backends import TransformersGenerator
     from rstar2_agent.math.executor import CodeJudgeExecutor
 
-    generator = TransformersGenerator.from_pretrained(args.model_dir, seed=cfg.seed or 0)
+    generator = make_generator(args, cfg)
     value_model = None
     if cfg.reward_model_dir:
         from rstar2_agent.math.ppm import PPMScorer
