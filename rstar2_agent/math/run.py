@@ -3,6 +3,7 @@
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [--reward_model_dir DIR]
                              [--save_in_model PATH] [--output PATH] [--limit N] [--judge-url URL]
                              [--backend transformers|openai] [--base-url URL] [key=value ...]
+    rstar2-agent math eval --model DIR --task TASK [--data-dir eval_data] [--custom_cfg sft_eval_greedy] [...]
     rstar2-agent math score FILE... [--top_n 4] [--seed 0]
 
 It reads ``question``/``answer`` json or jsonl (:func:`.records.load_questions`), searches ``batch_size``
@@ -26,10 +27,12 @@ from typing import Callable, Optional, Sequence
 import json
 
 from rstar2_agent.math.config import SearchConfig, SearchConfigError, load_config
+from rstar2_agent.math.evaluate import TASKS, load_task
 from rstar2_agent.math.records import append_record, load_questions, pending_items, tree_record
 from rstar2_agent.math.search import Executor, Generator, SearchStats, SearchTree, ValueModel, run_search
 
-__all__ = ["default_output", "search_file", "add_command", "run_search_command", "run_score_command"]
+__all__ = ["default_output", "search_file", "search_items", "add_command", "run_search_command",
+           "run_eval_command", "run_score_command"]
 
 
 def default_output(qaf: str, custom_cfg: Optional[str]) -> Path:
@@ -39,11 +42,21 @@ def default_output(qaf: str, custom_cfg: Optional[str]) -> Path:
     return path.with_name(f"{path.stem}.{name}.jsonl")
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def search_file(qaf: str | Path, cfg: SearchConfig, generator: Generator, executor: Executor, output: str | Path,
                 value_model: Optional[ValueModel] = None, limit: Optional[int] = None,
-                log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> SearchStats:
+                log: Callable[[str], None] = _stderr) -> SearchStats:
     """Search the questions of ``qaf`` not yet in ``output``; append each tree as it finishes."""
-    items = load_questions(qaf)
+    return search_items(load_questions(qaf), cfg, generator, executor, output, value_model, limit, log)
+
+
+def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, executor: Executor,
+                 output: str | Path, value_model: Optional[ValueModel] = None, limit: Optional[int] = None,
+                 log: Callable[[str], None] = _stderr) -> SearchStats:
+    """Search the items not yet in ``output``; append each tree as it finishes."""
     if limit is not None:
         items = items[:limit]
     todo = pending_items(items, output)
@@ -73,9 +86,26 @@ def add_command(sub) -> None:
     p.add_argument("--qaf", required=True, help="question/answer file (json or jsonl)")
     p.add_argument("--custom_cfg", default=None, help="a bundled config name (sft_eval_mcts, cpu, ...) or a yaml path")
     p.add_argument("--model_dir", required=True, help="the policy model folder")
-    p.add_argument("--reward_model_dir", default=None, help="the PPM folder (base model + value_head.bin)")
     p.add_argument("--save_in_model", default=None, help="upstream's output option: the output path")
-    p.add_argument("--output", default=None, help="output JSONL (default: <qaf>.<config>.jsonl)")
+    _add_run_options(p)
+    p.set_defaults(func=run_search_command)
+    e = commands.add_parser("eval", help="search an evaluation task and report pass@1")
+    e.add_argument("--model", "--model_dir", dest="model_dir", required=True, help="the policy model folder")
+    e.add_argument("--task", required=True, choices=TASKS, help="an upstream task (file under --data-dir) or bundled")
+    e.add_argument("--data-dir", default="eval_data", help="folder in upstream's eval_data layout")
+    e.add_argument("--custom_cfg", default="sft_eval_greedy", help="search config (default: greedy)")
+    _add_run_options(e)
+    e.set_defaults(func=run_eval_command)
+    s = commands.add_parser("score", help="pass@1 / pass@n / majority votes of search outputs")
+    s.add_argument("files", nargs="+", help="output JSONL files (several: runs of the same questions)")
+    s.add_argument("--top_n", type=int, default=4, help="best-valued answers kept per question over the runs")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random tie-break of the majority vote")
+    s.set_defaults(func=run_score_command)
+
+
+def _add_run_options(p) -> None:
+    p.add_argument("--reward_model_dir", default=None, help="the PPM folder (base model + value_head.bin)")
+    p.add_argument("--output", default=None, help="output JSONL")
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--judge-url", default=None, help="a running code judge (default: start a private one)")
     p.add_argument("--judge-workers", type=int, default=2, help="workers of the private judge")
@@ -83,12 +113,6 @@ def add_command(sub) -> None:
                    help="transformers: in this process; openai: an OpenAI-compatible server at --base-url")
     p.add_argument("--base-url", default=None, help="the completions server (vllm serve, SGLang) for --backend openai")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
-    p.set_defaults(func=run_search_command)
-    s = commands.add_parser("score", help="pass@1 / pass@n / majority votes of search outputs")
-    s.add_argument("files", nargs="+", help="output JSONL files (several: runs of the same questions)")
-    s.add_argument("--top_n", type=int, default=4, help="best-valued answers kept per question over the runs")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random tie-break of the majority vote")
-    s.set_defaults(func=run_score_command)
 
 
 def run_score_command(args) -> None:
@@ -114,7 +138,8 @@ def make_generator(args, cfg: SearchConfig) -> Generator:
     return TransformersGenerator.from_pretrained(args.model_dir, seed=cfg.seed or 0)
 
 
-def run_search_command(args) -> None:
+def _search(args, items: list[dict], output: Path) -> SearchStats:
+    """Build the config, backend, PPM and judge the arguments ask for, and search ``items`` into ``output``."""
     try:
         cfg = load_config(args.custom_cfg, args.overrides)
     except SearchConfigError as exc:
@@ -129,7 +154,6 @@ def run_search_command(args) -> None:
         from rstar2_agent.math.ppm import PPMScorer
 
         value_model = PPMScorer.from_pretrained(cfg.reward_model_dir)
-    output = Path(args.output or args.save_in_model or default_output(args.qaf, args.custom_cfg))
     judge = None
     url = args.judge_url
     if url is None:
@@ -138,11 +162,32 @@ def run_search_command(args) -> None:
         judge = LocalJudge(workers=args.judge_workers).start()
         url = judge.url
     try:
-        stats = search_file(args.qaf, cfg, generator, CodeJudgeExecutor(url), output, value_model, args.limit)
+        return search_items(items, cfg, generator, CodeJudgeExecutor(url), output, value_model, args.limit)
     finally:
         if judge is not None:
             judge.stop()
+
+
+def run_search_command(args) -> None:
+    output = Path(args.output or args.save_in_model or default_output(args.qaf, args.custom_cfg))
+    stats = _search(args, load_questions(args.qaf), output)
     print(f"wrote {output} (rounds {stats.rounds}, nodes {stats.nodes}, judge calls {stats.run_calls})")
+
+
+def run_eval_command(args) -> None:
+    from rstar2_agent.math.metrics import pass_at_1
+    from rstar2_agent.math.records import read_records
+
+    try:
+        items = load_task(args.task, args.data_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")
+    output = Path(args.output or f"{args.task}.{Path(args.custom_cfg).stem}.jsonl")
+    _search(args, items, output)
+    questions = {str(item["question"]) for item in (items[: args.limit] if args.limit else items)}
+    records = [r for r in read_records(output) if str(r["question"]) in questions]
+    print(json.dumps({"task": args.task, "questions": len(records), "pass@1": pass_at_1(records),
+                      "output": str(output)}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
