@@ -63,6 +63,8 @@ def test_mcts_end_to_end_through_the_judge(tmp_path, judge_url):
         assert tree["0.2"]["q_value"] == -1.0 and tree["0"]["visit_count"] == 1
         root = rebuild_tree(rec)
         assert [n.tag for n in root.walk()] == ["0", "0.1", "0.1.1", "0.2"]
+    metric = json.loads(out.with_suffix(".intermediate_metric.json").read_text())
+    assert metric == [{"rollout": 1, "pass@1": 1.0, "pass@n": 1.0}, {"rollout": 2, "pass@1": 1.0, "pass@n": 1.0}]
     # resume: nothing left to do, nothing generated
     again = search_file(qaf, cfg, policy, executor, out, log=lambda line: None)
     assert again.rounds == 0 and len(read_records(out)) == 2

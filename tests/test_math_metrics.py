@@ -58,3 +58,17 @@ def test_score_cli(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["pass@1"] == 1.0 and report["majority"] == 1.0 and len(report["per_file_pass@1"]) == 3
     assert report["per_file_pass@1"] == pytest.approx([1.0, 0.0, 1.0])
+
+
+def test_rollout_metrics_per_rollout():
+    from rstar2_agent.math.metrics import rollout_metrics
+
+    per_question = [
+        ("4", [[("5", -1.0)], [("5", -1.0), ("4", 1.0)]]),  # right answer found in rollout 2
+        ("2", [[("2", 1.0)]]),  # exhausted after rollout 1: keeps its answers
+        ("9", [[], [("8", 0.3), ("9", 0.1)]]),  # right answer present but not the best
+    ]
+    assert rollout_metrics(per_question) == [
+        {"rollout": 1, "pass@1": 1 / 3, "pass@n": 1 / 3},
+        {"rollout": 2, "pass@1": 2 / 3, "pass@n": 1.0},
+    ]

@@ -24,7 +24,8 @@ from typing import Any, Optional, Sequence
 from rstar2_agent.math.search import is_correct
 from rstar2_agent.math.steps import FAILURE_ANSWERS
 
-__all__ = ["valid_terminals", "best_terminal", "pass_at_1", "group_answers", "vote", "multi_run_report"]
+__all__ = ["valid_terminals", "best_terminal", "pass_at_1", "group_answers", "vote", "multi_run_report",
+           "rollout_metrics"]
 
 
 def _tag_key(tag: str) -> list[int]:
@@ -110,3 +111,28 @@ def multi_run_report(runs: Sequence[Sequence[dict]], top_n: int = 4, seed: int =
     total = len(truth)
     return {"questions": total, "runs": len(runs), "top_n": top_n,
             **{k: (v / total if total else 0.0) for k, v in counts.items()}}
+
+
+def rollout_metrics(per_question: Sequence[tuple[Any, Sequence[Sequence[tuple[str, float]]]]]) -> list[dict]:
+    """Upstream's ``intermediate_metric``: after each rollout k, pass@1 (the best-Q answer so far is correct)
+    and pass@n (some answer so far is correct) over the questions.
+
+    ``per_question`` holds (ground truth, the answers after each rollout); a question that stopped early (its
+    tree exhausted) keeps its last answers for the later rollouts.
+    """
+    rollouts = max((len(r) for _, r in per_question), default=0)
+    out = []
+    for k in range(rollouts):
+        best_hits = any_hits = 0
+        for truth, answers_by_rollout in per_question:
+            if not answers_by_rollout:
+                continue
+            answers = answers_by_rollout[min(k, len(answers_by_rollout) - 1)]
+            if not answers:
+                continue
+            best = max(answers, key=lambda a: a[1])  # the first on a tie
+            best_hits += is_correct(best[0], truth)
+            any_hits += any(is_correct(a, truth) for a, _ in answers)
+        n = len(per_question)
+        out.append({"rollout": k + 1, "pass@1": best_hits / n if n else 0.0, "pass@n": any_hits / n if n else 0.0})
+    return out

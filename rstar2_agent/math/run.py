@@ -73,7 +73,14 @@ def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, exe
         log(f"[{finished[0]}/{len(todo)}] rounds {stats.rounds}, nodes {stats.nodes} ({stats.nodes / elapsed:.1f}/s), "
             f"tokens {stats.tokens} ({stats.tokens / elapsed:.1f}/s), judge calls {stats.run_calls}")
 
-    run_search(todo, cfg, generator, executor, value_model, stats, on_done)
+    trees = run_search(todo, cfg, generator, executor, value_model, stats, on_done)
+    if cfg.save_intermediate_rollouts and cfg.mode == "mcts" and trees:
+        from rstar2_agent.math.metrics import rollout_metrics
+
+        metrics = rollout_metrics([(t.answer, t.rollout_answers) for t in trees])
+        path = Path(output).with_suffix(".intermediate_metric.json")
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        log(f"per-rollout pass@1/pass@n of this run: {path}")
     return stats
 
 

@@ -72,6 +72,8 @@ class SearchTree:
     root: Node
     current: Optional[Node] = None  # MCTS: where the running rollout continues
     rollouts: int = 0  # MCTS: finished rollouts
+    # MCTS: after each rollout, (final answer, Q) of every valid terminal, for per-rollout metrics
+    rollout_answers: list[list[tuple[str, float]]] = field(default_factory=list)
     beam: list[Node] = field(default_factory=list)  # beam search: the open nodes
     final_nodes: list[Node] = field(default_factory=list)  # beam search: valid answers found
     done: bool = False
@@ -228,6 +230,7 @@ def _leaf_to_expand(tree: SearchTree) -> Optional[Node]:
 
 def _end_rollout(tree: SearchTree, cfg: SearchConfig) -> None:
     tree.rollouts += 1
+    tree.rollout_answers.append([(n.state["final_answer"], n.q_value) for n in tree.root.walk() if n.is_valid_leaf()])
     tree.current = tree.root
     if tree.rollouts >= cfg.iterations or tree.root.is_terminal:
         tree.done = True
