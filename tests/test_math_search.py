@@ -220,3 +220,21 @@ def test_batch_size_splits_questions():
     gen = ScriptedGenerator()
     trees = run_search(QUESTIONS, cfg, gen, InTestExecutor())
     assert len(trees) == 3 and [c[0] for c in gen.calls] == [2, 2, 2, 1, 1, 1]
+
+
+class TwoAnswers:
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, prompts, n, params):
+        self.calls += 1
+        return [[Continuation(r"\boxed{4}", None), Continuation(r"\boxed{5}", None)] for _ in prompts]
+
+
+def test_docstring_example_exhausted_root_ends_the_search():
+    cfg = SearchConfig(n_generate_sample=2, iterations=5, is_sampling=True)
+    gen = TwoAnswers()
+    [tree] = search_batch(make_trees(QUESTIONS[:1], cfg), cfg, gen, InTestExecutor())
+    right, wrong = tree.root.children
+    assert (right.q_value, wrong.q_value, tree.root.visit_count, tree.root.q_value) == (1.0, -1.0, 2, 0.0)
+    assert tree.root.is_terminal and gen.calls == 1 and tree.rollouts == 1  # ended early, not after 5

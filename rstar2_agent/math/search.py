@@ -28,8 +28,9 @@ unfinished tree contributes its node(s) to expand, and the round makes exactly O
 the tree's final answers (each one shrinks the beam), drop invalid terminals (any code error is terminal in
 beam search), keep the ``step_beam_width - len(final answers)`` best open children by value.
 
-Example (terminal-guided, as the tests script it): the root expands into ``\\boxed{4}`` (correct) and
-``\\boxed{5}``: ``0.1`` gets Q +1, ``0.2`` Q -1, the root has 2 visits and Q 0.
+Example (terminal-guided, ground truth 4): the root expands into a correct ``\\boxed{4}`` and a wrong
+``\\boxed{5}`` (neither stopped on ``<end_of_answer>``, so both are kept): ``0.1`` gets Q +1, ``0.2`` Q -1,
+the root has 2 visits and Q 0; both children are terminal, so the root is exhausted and the search ends.
 """
 
 from __future__ import annotations
