@@ -1,4 +1,5 @@
-"""``rstar2-agent math search``: upstream ``main.py``'s search, drop-in, on our code judge; and ``math score``.
+"""``rstar2-agent math search|eval|score``: upstream ``main.py``'s search (drop-in, on our code judge),
+evaluation tasks and the scores of outputs.
 
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [--reward_model_dir DIR]
                              [--save_in_model PATH] [--output PATH] [--limit N] [--judge-url URL]
@@ -13,18 +14,19 @@ started for the run, as ``rstar2-agent train`` does. Model-written code runs onl
 ``--save_in_model PATH`` is accepted for upstream command lines and names the output when ``--output`` is
 not given.
 
+Beside the output, ``<output>.intermediate_metric.json`` holds this invocation's per-rollout pass@1/pass@n
+(MCTS, ``save_intermediate_rollouts``). ``eval`` searches a task (:mod:`.evaluate`) and prints its pass@1.
 ``score`` prints a JSON report of one or more output files (:mod:`.metrics`): pass@1 of each file by its
 best-valued terminal, and over the files pass@1 / pass@n / majority / value-weighted majority of the top-n.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
-
-import json
 
 from rstar2_agent.math.config import SearchConfig, SearchConfigError, load_config
 from rstar2_agent.math.evaluate import TASKS, load_task
