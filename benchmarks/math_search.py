@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -65,19 +64,18 @@ def main() -> None:
     args = ap.parse_args()
     with recorded(args.results):
         items = load_task("bundled")[: args.problems]
+        print(f"model {args.model}, {len(items)} problems, config {args.custom_cfg} {' '.join(args.overrides)}")
+        print("| mode | wall s | rounds | nodes | nodes/s | tokens/s | judge calls | judge calls/s |")
+        print("|---|---|---|---|---|---|---|---|", flush=True)
         rows = []
-        with LocalJudge(workers=args.judge_workers) as judge, tempfile.TemporaryDirectory():
+        with LocalJudge(workers=args.judge_workers) as judge:
             for name, batch in (("lock-step", -1), ("one at a time", 1)):
                 cfg = load_config(args.custom_cfg, [*args.overrides, f"batch_size={batch}"])
                 generator = load_generator(args.model, cfg.seed or 0)
                 stats, wall, requests = timed_run(items, cfg, generator, judge.url)
                 rows.append((name, stats, wall, requests))
-        print(f"model {args.model}, {len(items)} problems, config {args.custom_cfg} {' '.join(args.overrides)}")
-        print("| mode | wall s | rounds | nodes | nodes/s | tokens/s | judge calls | judge calls/s |")
-        print("|---|---|---|---|---|---|---|---|")
-        for name, stats, wall, requests in rows:
-            print(f"| {name} | {wall:.1f} | {stats.rounds} | {stats.nodes} | {stats.nodes / wall:.1f} | "
-                  f"{stats.tokens / wall:.1f} | {requests} | {requests / wall:.2f} |")
+                print(f"| {name} | {wall:.1f} | {stats.rounds} | {stats.nodes} | {stats.nodes / wall:.1f} | "
+                      f"{stats.tokens / wall:.1f} | {requests} | {requests / wall:.2f} |", flush=True)
         (_, lock, lock_wall, _), (_, single, single_wall, _) = rows
         if lock.nodes != single.nodes:
             print(f"note: the runs grew different trees ({lock.nodes} vs {single.nodes} nodes)")
