@@ -46,6 +46,8 @@ def load_generator(model: str, seed: int) -> TransformersGenerator:
 
 
 def timed_run(items, cfg, generator, url) -> tuple[SearchStats, float, int]:
+    """One search of ``items``, timed after a short warm-up generation (first calls pay one-off costs)."""
+    generator.generate(["warm-up"], 1, {"temperature": 1.0, "max_tokens": 4, "stop": list(cfg.stop or [])})
     executor = CodeJudgeExecutor(url)
     stats = SearchStats()
     start = time.perf_counter()
