@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -51,3 +53,15 @@ def run_batch(http: httpx.Client, codes: list[str], path: str = "/run/long-batch
     resp = http.post(path, json=body)
     assert resp.status_code == 200, resp.text
     return resp.json()["results"]
+
+
+def read_banner(proc, until: str, timeout_s: float = 120) -> str:
+    """A started `judge up` process's stdout up to the line holding `until` (or EOF, or `timeout_s`)."""
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if until in line or not line:
+            break
+    return "".join(lines)

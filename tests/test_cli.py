@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from code_judge.local import free_port
+from conftest import read_banner
 
 
 def descendants(pid: int) -> list[psutil.Process]:
@@ -35,14 +36,7 @@ def test_judge_up_serves_and_stops_cleanly(sig):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "code judge up at" in line or not line:
-                break
-        banner = "".join(lines)
+        banner = read_banner(proc, "code judge up at")
         assert f"code judge up at http://127.0.0.1:{port}" in banner, banner
         assert "isolation:" in banner
         r = httpx.post(f"http://127.0.0.1:{port}/run", json={"type": "python", "solution": "print(7*6)"}, timeout=60)

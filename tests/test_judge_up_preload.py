@@ -5,10 +5,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 from code_judge.cli import describe_preload_failures
 from code_judge.local import free_port
+from conftest import read_banner
 
 
 def test_describe_preload_failures_names_modules_and_reasons():
@@ -33,14 +33,8 @@ def test_judge_up_warns_about_an_unavailable_preload_tier():
             stdout=subprocess.PIPE, stderr=err, text=True, env=env,
         )
         try:
-            lines = []
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                lines.append(line)
-                if "Ctrl-C to stop" in line or not line:
-                    break
-            assert f"code judge up at http://127.0.0.1:{port}" in "".join(lines), "".join(lines)
+            banner = read_banner(proc, "Ctrl-C to stop")
+            assert f"code judge up at http://127.0.0.1:{port}" in banner, banner
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
         finally:
