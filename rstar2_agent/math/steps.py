@@ -30,7 +30,6 @@ and the observation decides the rest:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
