@@ -8,13 +8,13 @@ import re
 
 from rstar2_agent.cli import build_parser
 from rstar2_agent.data.math_tasks import load, reference_program
-from rstar2_agent.engine.tiny import build_model, build_tokenizer
 from rstar2_agent.math.config import load_config
 from rstar2_agent.math.executor import CodeJudgeExecutor
 from rstar2_agent.math.records import read_records, rebuild_tree
 from rstar2_agent.math.run import search_file
 from rstar2_agent.math.search import is_correct
 from rstar2_agent.math.steps import Continuation, TOO_MANY_ERRORS
+from rstar2_agent.verl_cpu.models import save_tiny
 
 
 class OraclePolicy:
@@ -71,10 +71,7 @@ def test_mcts_end_to_end_through_the_judge(tmp_path, judge_url):
 
 
 def test_cli_search_with_the_tiny_model(tmp_path, judge_url, capsys):
-    tok = build_tokenizer()
-    model_dir = tmp_path / "tiny"
-    build_model(tok, seed=2).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = save_tiny(str(tmp_path / "tiny"), seed=2)
     qaf = tmp_path / "q.json"
     qaf.write_text(json.dumps([{"question": "What is 2+2?", "answer": "4"}, {"question": "What is 3*3?", "answer": "9"},
                                {"question": "skipped by --limit", "answer": "0"}]))

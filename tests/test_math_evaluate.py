@@ -7,9 +7,9 @@ import json
 import pytest
 
 from rstar2_agent.cli import build_parser
-from rstar2_agent.engine.tiny import build_model, build_tokenizer
 from rstar2_agent.math.evaluate import UPSTREAM_TASKS, load_task
 from rstar2_agent.math.records import read_records
+from rstar2_agent.verl_cpu.models import save_tiny
 
 
 def test_bundled_and_upstream_layout(tmp_path):
@@ -28,10 +28,7 @@ def test_bundled_and_upstream_layout(tmp_path):
 
 
 def test_eval_command_with_the_tiny_model(tmp_path, judge_url, capsys):
-    tok = build_tokenizer()
-    model_dir = tmp_path / "tiny"
-    build_model(tok, seed=4).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    model_dir = save_tiny(str(tmp_path / "tiny"), seed=4)
     data = tmp_path / "eval_data"
     data.mkdir()
     (data / "math500.jsonl").write_text("".join(json.dumps({"question": f"What is {i}+{i}?", "answer": str(2 * i)})

@@ -15,13 +15,15 @@ import argparse
 import os
 
 
-def save_tiny(out: str) -> str:
+def save_tiny(out: str, seed: int = 0) -> str:
+    """The tiny tokenizer and model (`build_model(tokenizer, seed)`) saved as a model folder at `out`, unless one
+    is there already; its absolute path."""
     from rstar2_agent.engine.tiny import build_model, build_tokenizer
 
     out = os.path.abspath(os.path.expanduser(out))
     if not os.path.exists(os.path.join(out, "config.json")):
         tokenizer = build_tokenizer()
-        model = build_model(tokenizer)
+        model = build_model(tokenizer, seed)
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         tokenizer.save_pretrained(out)
