@@ -110,6 +110,9 @@ def add_command(sub) -> None:
     s.add_argument("--top_n", type=int, default=4, help="best-valued answers kept per question over the runs")
     s.add_argument("--seed", type=int, default=0, help="seed of the random tie-break of the majority vote")
     s.set_defaults(func=run_score_command)
+    from rstar2_agent.math import extract
+
+    extract.add_commands(commands)  # extract-sft, extract-pairs
 
 
 def _add_run_options(p) -> None:
