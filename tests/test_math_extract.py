@@ -255,7 +255,8 @@ def test_cli_round_trip_on_a_tree_file_written_by_records(tmp_path, capsys):
     sft = read_rows(sft_out, ("query", "response"))
     assert sft == [{"query": Q, "response": step("a") + "\n" + answer("4")}]  # "1+1?": its answer 4 is wrong
     pairs = json.loads(pairs_out.read_text())  # .json: a JSON list, as upstream writes
-    assert len(pairs) == 2 and set(pairs[0])  # (0.1, 0.2) of the first tree, (0.1, 0.2) of the second == {"prompt", "pos", "neg", "pos_count", "neg_count"}
+    # (0.1, 0.2) of the first tree and (0.1, 0.2) of the second
+    assert len(pairs) == 2 and set(pairs[0]) == {"prompt", "pos", "neg", "pos_count", "neg_count"}
     assert read_rows(pairs_out, ("prompt", "pos", "neg", "pos_count", "neg_count")) == pairs
 
 
