@@ -5,6 +5,8 @@
     rstar2-agent judge serve|workers|up|demo     the code judge (see `code_judge.cli`)
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [key=value ...]
                                                  rStar-Math tree search (see `rstar2_agent.math.run`)
+    rstar2-agent eval --data FILE|bundled [--base-url URL --model NAME | --model-dir DIR] [--n 16 ...]
+                                                 evaluate a model with the training agent loop (`rstar2_agent.eval.cli`)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from code_judge import cli as judge_cli
 from code_judge.config import ConfigError
 from rstar2_agent.engine import run as train_cli
+from rstar2_agent.eval import cli as eval_cli
 from rstar2_agent.math import run as math_cli
 
 
@@ -25,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge = sub.add_parser("judge", help="the code execution service")
     judge_cli.add_commands(judge.add_subparsers(dest="judge_command", required=True))
     math_cli.add_command(sub)
+    eval_cli.add_command(sub)
     return ap
 
 
