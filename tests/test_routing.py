@@ -1,0 +1,321 @@
+"""The KV-capacity rollout balancer (rstar2_agent/rollout/routing.py): verl's own loader builds it from a router
+YAML, its accounting stays exact under concurrency, cancellation and out-of-order releases, it waits without
+polling, it does not starve an oversized turn, and the scheduling simulator is deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from rstar2_agent.rollout import routing
+from rstar2_agent.rollout.routing import NO_SERVERS, CapacityScheduler, KVCapacityLoadBalancer, choose_server
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_YAML = ROOT / "rstar2_agent" / "config" / "router" / "kv_capacity.yaml"
+
+
+def balancer(n_servers=2, capacity=1000, **knobs) -> KVCapacityLoadBalancer:
+    cfg = {"router_class": "rstar2_agent.rollout.routing.KVCapacityLoadBalancerActor", "capacity_source": "config",
+           "capacity_tokens": capacity, "budget_coef": 1.0, **knobs}
+    return KVCapacityLoadBalancer({f"s{i}": f"handle{i}" for i in range(n_servers)}, cfg)
+
+
+def reserved(lb) -> dict:
+    return lb.get_status()["reserved_tokens"]
+
+
+def sp(max_tokens):
+    return {"max_tokens": max_tokens}
+
+
+# ---- pure logic -------------------------------------------------------------------------------------------------
+
+def test_reservation_and_choice():
+    assert routing.reservation_tokens(1000, 8000, 0.5) == 5000
+    assert routing.reservation_tokens(1000, 8000, 0.5, n=2) == 10000
+    assert routing.max_new_tokens({"max_new_tokens": 7}, 99) == 7 and routing.max_new_tokens({}, 99) == 99
+    caps = {"a": 100, "b": 100}
+    assert choose_server({"a": 50, "b": 90}, caps, 10, None, 0.25) == "b"  # most free
+    assert choose_server({"a": 70, "b": 90}, caps, 10, "a", 0.25) == "a"  # sticky within the slack
+    assert choose_server({"a": 60, "b": 90}, caps, 10, "a", 0.25) == "b"  # too much fuller: moves
+    assert choose_server({"a": 60, "b": 90}, caps, 10, "a", 1.0) == "a"  # slack 1: sticky while it fits
+    assert choose_server({"a": 5, "b": 90}, caps, 10, "a", 1.0) == "b"  # no room on the previous one
+    assert choose_server({"a": 5, "b": 9}, caps, 10, None, 0.25) is None  # nowhere: wait
+    assert choose_server({"a": 100, "b": 90}, caps, 500, None, 0.0) == "a"  # oversized fits an empty server
+
+
+# ---- verl's loader and the Ray actor ----------------------------------------------------------------------------
+
+def test_shipped_yaml_is_what_verl_loads_and_our_class_accepts_it():
+    from verl.workers.rollout.router import _load_router_yaml, _resolve_router_class
+
+    cfg = _load_router_yaml(str(SHIPPED_YAML))
+    cls = _resolve_router_class(cfg["router_class"])
+    import ray
+
+    assert isinstance(cls, ray.actor.ActorClass)  # verl keeps it as it is: our max_concurrency holds
+    lb = KVCapacityLoadBalancer({"s0": None}, cfg)  # every key is a known knob
+    assert lb.scheduler.budget_coef == cfg["budget_coef"] and lb.config["capacity_source"] == "auto"
+    with pytest.raises(ValueError, match="unknown router settings"):
+        KVCapacityLoadBalancer({}, {**cfg, "budget_coeff": 0.5})
+
+
+def test_trainer_config_turns_it_on_and_one_override_turns_it_off():
+    from hydra import compose, initialize_config_dir
+
+    import rstar2_agent.main  # noqa: F401 - resolvers, as the entry point registers them
+    from rstar2_agent.verl_plugins import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        on = compose("rstar2_agent_trainer")
+        off = compose("rstar2_agent_trainer", overrides=["actor_rollout_ref.rollout.router_config_path=null"])
+    assert on.actor_rollout_ref.rollout.router_config_path == str(SHIPPED_YAML)
+    assert off.actor_rollout_ref.rollout.router_config_path is None
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+async def test_verl_builds_and_drives_it_as_a_ray_actor(ray_local, tmp_path):
+    """verl's own get_router_handle reads router_config_path and builds the actor; verl's own LLMServerClient
+    negotiates the fields and acquires/releases through it."""
+    from verl.workers.rollout.llm_server import LLMServerClient
+    from verl.workers.rollout.router import get_router_handle
+
+    path = tmp_path / "router.yaml"
+    path.write_text(SHIPPED_YAML.read_text().replace("capacity_source: auto", "capacity_source: config")
+                    .replace("capacity_tokens: 262144", "capacity_tokens: 1000"))
+    actor = get_router_handle({"s0": "h0", "s1": "h1"}, router_config_path=str(path))
+    client = LLMServerClient(config=None, load_balancer_handle=actor)
+    first = await client._acquire_server("r1", prompt_ids=[1] * 100, sampling_params={"max_tokens": 800})
+    second = await client._acquire_server("r2", prompt_ids=[1] * 100, sampling_params={"max_tokens": 800})
+    assert {first[0], second[0]} == {"s0", "s1"} and first[1] == {"s0": "h0", "s1": "h1"}[first[0]]
+    waiting = asyncio.ensure_future(client._acquire_server("r3", prompt_ids=[1] * 600, sampling_params={}))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # 100 + 0.5*800 = 500 reserved on each; 600 + 0.5*8192 clamps to 1000: waits
+    status = await actor.get_status.remote()
+    assert status["waiting"] == 1 and status["reserved_tokens"] == {"s0": 500, "s1": 500}
+    client._release_server(first[0], request_id="r1")
+    third = await asyncio.wait_for(waiting, 10)
+    assert third[0] == first[0]
+    client._release_server(second[0], request_id="r2")
+    client._release_server(third[0], request_id="r3")
+    for _ in range(50):
+        status = await actor.get_status.remote()
+        if status["total_inflight"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert status["reserved_tokens"] == {"s0": 0, "s1": 0} and status["clamped"] == 1
+    assert status["turns"]["s0"] >= 1 and status["turns"]["s1"] >= 1
+    ray_local.kill(actor)
+
+
+# ---- accounting -------------------------------------------------------------------------------------------------
+
+async def test_thousands_of_concurrent_turns_keep_the_accounting_exact():
+    lb = balancer(n_servers=4, capacity=5000, stickiness_slack=0.5)
+    rng = random.Random(0)
+    peak = {"over": 0}
+
+    async def trajectory(i):
+        rid = f"t{i}"
+        for _turn in range(3):
+            sid, _ = await lb.acquire_server(rid, prompt_ids=[0] * rng.randint(10, 400), sampling_params=sp(rng.randint(0, 900)))
+            for s, book in lb.scheduler.servers.items():
+                peak["over"] += book.reserved > book.capacity
+            await asyncio.sleep(0 if rng.random() < 0.5 else 0.001)
+            if rng.random() < 0.3:  # verl's fire-and-forget release can land after the next acquire
+                asyncio.get_running_loop().call_soon(lb.release_server, sid, rid)
+            else:
+                lb.release_server(sid, rid)
+
+    await asyncio.gather(*(trajectory(i) for i in range(3000)))
+    await asyncio.sleep(0)
+    status = lb.get_status()
+    assert peak["over"] == 0
+    assert status["total_inflight"] == 0 and set(status["reserved_tokens"].values()) == {0}
+    assert status["acquires"] == 9000 and status["waits"] > 0 and status["unmatched_releases"] == 0
+    assert all(n > 0 for n in status["turns"].values())
+
+
+async def test_out_of_order_duplicate_and_unknown_releases():
+    lb = balancer(n_servers=2, capacity=1000, stickiness_slack=1.0)
+    s1, _ = await lb.acquire_server("a", prompt_ids=[0] * 100, sampling_params=sp(0))  # turn 1: 100
+    s2, _ = await lb.acquire_server("a", prompt_ids=[0] * 300, sampling_params=sp(0))  # turn 2: 300, same server
+    assert s1 == s2 and reserved(lb)[s1] == 400
+    lb.release_server(s1, "a")  # turn 1's release, late: the oldest lease goes
+    assert reserved(lb)[s1] == 300
+    lb.release_server(s1, "a")
+    lb.release_server(s1, "a")  # duplicate
+    lb.release_server("nowhere", "zzz")  # unknown
+    assert reserved(lb) == {"s0": 0, "s1": 0} and lb.get_status()["unmatched_releases"] == 2
+    # a lease on another server is matched by server first, then by age
+    x, _ = await lb.acquire_server("b", prompt_ids=[0] * 900, sampling_params=sp(0))
+    y, _ = await lb.acquire_server("b", prompt_ids=[0] * 500, sampling_params=sp(0))
+    assert x != y
+    lb.release_server(y, "b")
+    assert reserved(lb) == {x: 900, y: 0}
+    lb.release_server(x, None)  # no request id: the oldest lease on that server
+    assert lb.get_total_inflight() == 0
+
+
+async def test_cancelled_waiters_leak_nothing_even_when_cancelled_after_placement():
+    lb = balancer(n_servers=1, capacity=1000)
+    s, _ = await lb.acquire_server("full", prompt_ids=[0] * 1000, sampling_params=sp(0))
+    tasks = [asyncio.ensure_future(lb.acquire_server(f"w{i}", prompt_ids=[0] * 400, sampling_params=sp(0)))
+             for i in range(5)]
+    await asyncio.sleep(0.01)
+    assert lb.get_status()["waiting"] == 5
+    tasks[1].cancel()
+    await asyncio.sleep(0)
+    assert lb.get_status()["waiting"] == 4
+    lb.release_server(s, "full")  # room for w0 and w2: both futures are resolved now...
+    tasks[2].cancel()  # ...and w2's caller goes away before it ran: its placement must be undone
+    await asyncio.sleep(0.01)
+    assert tasks[0].done() and tasks[2].cancelled() and tasks[3].done()  # w3 took w2's room
+    assert reserved(lb)["s0"] == 800 and lb.get_status()["cancelled_after_placement"] == 1
+    for t in (tasks[0], tasks[3]):
+        sid, _ = t.result()
+        lb.release_server(sid, {tasks[0]: "w0", tasks[3]: "w3"}[t])
+    sid, _ = await asyncio.wait_for(tasks[4], 1)
+    lb.release_server(sid, "w4")
+    assert reserved(lb)["s0"] == 0 and lb.get_total_inflight() == 0 and lb.get_status()["waiting"] == 0
+
+
+async def test_an_oversized_turn_is_clamped_and_not_starved_by_small_ones():
+    lb = balancer(n_servers=2, capacity=1000)
+    held = [await lb.acquire_server(f"h{i}", prompt_ids=[0] * 300, sampling_params=sp(0)) for i in range(2)]
+    big = asyncio.ensure_future(lb.acquire_server("big", prompt_ids=[0] * 5000, sampling_params=sp(0)))
+    await asyncio.sleep(0)
+    small = [asyncio.ensure_future(lb.acquire_server(f"x{i}", prompt_ids=[0] * 10, sampling_params=sp(0)))
+             for i in range(20)]
+    await asyncio.sleep(0.01)
+    assert not big.done() and not any(t.done() for t in small)  # strict FIFO: nobody overtakes the big one
+    lb.release_server(held[0][0], "h0")
+    sid, _ = await asyncio.wait_for(big, 1)
+    assert sid == held[0][0] and reserved(lb)[sid] == 1000 and lb.get_status()["clamped"] == 1
+    await asyncio.sleep(0.01)
+    assert all(t.done() for t in small)  # the small ones fit beside h1 at once, once the big one is placed
+    lb.release_server(sid, "big")
+    lb.release_server(held[1][0], "h1")
+    for i, t in enumerate(small):
+        lb.release_server(t.result()[0], f"x{i}")
+    assert lb.get_total_inflight() == 0 and set(reserved(lb).values()) == {0}
+
+
+async def test_waiting_does_not_poll():
+    lb = balancer(n_servers=1, capacity=100)
+    s, _ = await lb.acquire_server("a", prompt_ids=[0] * 100, sampling_params=sp(0))
+    calls = {"n": 0}
+    place = lb.scheduler._place
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return place(*a, **k)
+
+    lb.scheduler._place = counting
+    waiter = asyncio.ensure_future(lb.acquire_server("b", prompt_ids=[0] * 50, sampling_params=sp(0)))
+    await asyncio.sleep(0.3)
+    assert calls["n"] == 1 and not waiter.done()  # one try on arrival, then never re-tried while nothing changes
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    lb.release_server(s, "a")
+    await asyncio.wait_for(waiter, 1)
+    assert calls["n"] == 2 and loop.time() - t0 < 0.05
+
+
+async def test_stickiness_and_moves():
+    lb = balancer(n_servers=2, capacity=1000, stickiness_slack=0.25)
+    s, _ = await lb.acquire_server("t", prompt_ids=[0] * 100, sampling_params=sp(0))
+    lb.release_server(s, "t")
+    other = "s1" if s == "s0" else "s0"
+    filler = await lb.acquire_server("f", prompt_ids=[0] * 200, sampling_params=sp(0))  # goes to the emptiest...
+    assert filler[0] == s  # ...tie: first server; t's previous server now has 800/1000 free
+    again, _ = await lb.acquire_server("t", prompt_ids=[0] * 150, sampling_params=sp(0))
+    assert again == s  # 0.8 >= 1.0 - 0.25: stays
+    lb.release_server(again, "t")
+    big = await lb.acquire_server("g", prompt_ids=[0] * 300, sampling_params=sp(0))
+    assert big[0] == other
+    more = await lb.acquire_server("h", prompt_ids=[0] * 400, sampling_params=sp(0))
+    assert more[0] == s  # s: 800 free vs other 700
+    moved, _ = await lb.acquire_server("t", prompt_ids=[0] * 150, sampling_params=sp(0))
+    assert moved == other  # s has 0.4 free, other 0.7: more than the slack apart
+    status = lb.get_status()
+    assert status["moves"] == 1 and status["sticky"] == 1
+    assert lb.clear_sticky_cache()["cleared_entries"] == 4 and lb.scheduler.previous == {}
+
+
+async def test_empty_pool_raises_verls_error_and_fails_waiters_when_the_pool_empties():
+    with pytest.raises(RuntimeError, match=f"^{NO_SERVERS}$"):
+        await KVCapacityLoadBalancer({}, {"capacity_source": "config"}).acquire_server("r", prompt_ids=[1])
+    lb = balancer(n_servers=1, capacity=100)
+    await lb.acquire_server("a", prompt_ids=[0] * 100, sampling_params=sp(0))
+    waiter = asyncio.ensure_future(lb.acquire_server("b", prompt_ids=[0] * 10, sampling_params=sp(0)))
+    await asyncio.sleep(0)
+    lb.remove_servers(["s0"])
+    with pytest.raises(RuntimeError, match=NO_SERVERS):
+        await waiter
+    assert lb.get_all_servers() == [] and lb.get_total_inflight() == 0 and lb.get_status()["waiting"] == 0
+    lb.add_servers({"s9": "h9"})
+    sid, handle = await lb.acquire_server("c", prompt_ids=[0] * 10, sampling_params=sp(0))
+    assert (sid, handle) == ("s9", "h9")
+
+
+async def test_capacity_read_from_the_server_and_corrected_by_our_reservations(monkeypatch):
+    async def loads(server_id, timeout_s):
+        return {"s0": (2000, 1500), "s1": (1000, 0)}[server_id]
+
+    monkeypatch.setattr(routing, "read_sglang_loads", loads)
+    lb = balancer(n_servers=2, capacity=10, capacity_source="sglang", refresh_interval_s=3600)
+    sid, _ = await lb.acquire_server("a", prompt_ids=[0] * 100, sampling_params=sp(0))
+    status = lb.get_status()
+    assert status["capacity_source"] == {"s0": "sglang", "s1": "sglang"}
+    assert sid == "s1" and status["free_tokens"] == {"s0": 500, "s1": 900}
+    s2, _ = await lb.acquire_server("b", prompt_ids=[0] * 600, sampling_params=sp(0))
+    assert s2 == "s1" and lb.get_status()["free_tokens"]["s1"] == 300  # 0 reported + 700 placed since
+
+
+def test_scheduler_is_strict_fifo_and_exact():
+    s = CapacityScheduler({"s0": 100}, budget_coef=1.0)
+    a = s.submit("a", 60)
+    assert a is not None and s.submit("b", 60) is None and s.submit("c", 10) is None  # c does not overtake b
+    assert s.release("a", "s0") is a
+    placed = s.drain()
+    assert [t.request_id for t, _ in placed] == ["b", "c"] and s.servers["s0"].reserved == 70
+
+
+# ---- the simulator ----------------------------------------------------------------------------------------------
+
+def load_sim():
+    spec = importlib.util.spec_from_file_location("rollout_scheduling_sim", ROOT / "benchmarks" / "rollout_scheduling_sim.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulator_is_deterministic_and_uses_the_balancers_logic():
+    sim = load_sim()
+    assert sim.choose_server is routing.choose_server and sim.CapacityScheduler is routing.CapacityScheduler
+    kw = dict(servers=2, trajectories_per_server=12, group_size=4, seed=3)
+    runs = [sim.run_all(**kw) for _ in range(2)]
+    assert runs[0] == runs[1]
+    other = sim.run_all(**{**kw, "seed": 4})
+    assert other != runs[0]
+    assert set(runs[0]) == set(sim.POLICIES) and all(r["makespan_s"] > 0 for r in runs[0].values())
