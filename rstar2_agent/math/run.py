@@ -112,7 +112,10 @@ def add_command(sub) -> None:
     s.set_defaults(func=run_score_command)
     from rstar2_agent.math import extract
 
+    from rstar2_agent.math import ppm_train
+
     extract.add_commands(commands)  # extract-sft, extract-pairs
+    ppm_train.add_command(commands)  # ppm
 
 
 def _add_run_options(p) -> None:
