@@ -122,7 +122,7 @@ def run(args) -> None:
     if diffs:
         sys.exit(f"error: {folder.path} holds an eval with other settings ({'; '.join(diffs)}); "
                  f"use a new --output, or the same settings to resume it")
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind: stop the judge
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind: stop the judge
     judge = None
     url = args.judge_url
     if url is None:
@@ -137,6 +137,7 @@ def run(args) -> None:
     finally:
         if judge is not None:
             judge.stop()
+        signal.signal(signal.SIGTERM, previous)
     from rstar2_agent.eval.output import format_table
 
     report["seconds"] = round(time.perf_counter() - started, 2)
