@@ -107,3 +107,14 @@ def test_depth_limit():
     steps.apply_depth_limit(answer, max_depth=2)
     assert answer.state["final_answer"] == "1"
     assert b.is_terminal and not b.is_valid_leaf() and answer.is_valid_leaf()
+
+
+def test_an_observation_gets_its_long_floats_rounded_before_it_is_truncated_into_the_node_text():
+    node = Node()
+    node.state.update(text="", action_input="<code>\nprint(1/3, 2.5, [0.1234567] * 400)\n<end_of_code>")
+    steps.apply_observation(node, "0.3333333333333333 2.5 [" + ", ".join(["0.1234567"] * 400) + "]",
+                            errors_threshold=2)
+    assert node.observation.startswith("0.3333 2.5 [0.1235, 0.1235")
+    assert len(node.observation) == steps.OBSERVATION_MAX_CHARS + 3 and "..." in node.observation
+    assert node.state["text"].endswith(f"<output>{node.observation}<end_of_output>")
+    assert steps.round_floats("v1.000001 and 1.2.345678 and 12345") == "v1.000001 and 1.2.345678 and 12345"

@@ -30,6 +30,7 @@ and the observation decides the rest:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -41,7 +42,8 @@ __all__ = [
     "CODE_START", "CODE_END", "STEP_END", "OUTPUT_START", "OUTPUT_END", "ANSWER_START", "ANSWER_END",
     "TOO_MANY_ERRORS", "DEPTH_LIMIT", "UNPARSABLE", "FAILURE_ANSWERS", "PYTHON_ACTION", "OBSERVATION_MAX_CHARS",
     "Continuation", "step_text", "extract_answer", "parse_step", "block_inputs", "extract_code", "step_code",
-    "truncate_middle", "is_error_observation", "observed_text", "apply_observation", "apply_depth_limit",
+    "round_floats", "truncate_middle", "is_error_observation", "observed_text", "apply_observation",
+    "apply_depth_limit",
 ]
 
 CODE_START, CODE_END, STEP_END = "<code>", "<end_of_code>", "<end_of_step>"
@@ -149,6 +151,20 @@ def step_code(node: Node) -> str:
     return extract_code("\n".join(block_inputs(ancestors) + [node.state["action_input"]]))
 
 
+_LONG_DECIMAL = re.compile(r"(?<![\w.])(-?\d+\.\d{5,})(?![\w.])")
+
+
+def round_floats(text: str, digits: int = 4) -> str:
+    """Decimals with more than ``digits`` places in an output rounded to ``digits`` (upstream's interpreter
+    does this, so ``1/3`` shows as ``0.3333`` and a step's text does not carry float noise into the prompt).
+    Shorter decimals, integers, and numbers inside words or versions (``x1.000001``, ``1.2.3``) stay.
+
+    >>> round_floats("x = 0.333333333, y = 2.5, pi ~ 3.14159265 and -1.000001")
+    'x = 0.3333, y = 2.5, pi ~ 3.1416 and -1.0'
+    """
+    return _LONG_DECIMAL.sub(lambda m: repr(round(float(m.group(1)), digits)), text)
+
+
 def truncate_middle(text: str, limit: int = OBSERVATION_MAX_CHARS) -> str:
     """Keep the first and last ``limit // 2`` characters of a long text, ``...`` between.
 
@@ -175,7 +191,7 @@ def observed_text(step: str, observation: str) -> str:
 
 def apply_observation(node: Node, observation: str, errors_threshold: int) -> None:
     """Attach an execution result to a python node: text, error count, and the error terminal rule."""
-    observation = truncate_middle(observation)
+    observation = truncate_middle(round_floats(observation))
     node.observation = observation
     node.state["text"] = observed_text(node.state["action_input"], observation)
     if is_error_observation(observation):
