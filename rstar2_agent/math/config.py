@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 __all__ = ["SearchConfig", "SearchConfigError", "CONFIG_DIR", "config_names", "resolve_config_path",
-           "load_config", "parse_overrides"]
+           "resolve_data_file", "load_config", "parse_overrides"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "math"
 
@@ -147,6 +147,22 @@ def resolve_config_path(name_or_path: str) -> Path:
                             f"bundled: {', '.join(config_names())}")
 
 
+_DATA_FILE_KEYS = ("prompt_path", "few_shot_path")
+
+
+def resolve_data_file(key: str, value: Optional[str]) -> Optional[str]:
+    """A prompt or few-shot file as given when it exists, else the bundled one of that relative path
+    (``prompts/mcts_prompt.json`` under ``rstar2_agent/config/math/``); neither is an error naming ``key``."""
+    if not value:
+        return value
+    if Path(value).is_file():
+        return value
+    bundled = CONFIG_DIR / value
+    if not Path(value).is_absolute() and bundled.is_file():
+        return str(bundled)
+    raise SearchConfigError(f"{key}: no file {value!r} (nor a bundled one under {CONFIG_DIR})")
+
+
 def parse_overrides(items: Iterable[str]) -> dict:
     """``["iterations=8", "stop=[a, b]"]`` -> ``{"iterations": 8, "stop": ["a", "b"]}`` (values as yaml)."""
     out = {}
@@ -185,4 +201,7 @@ def load_config(custom_cfg: Optional[str] = None, overrides: Iterable[str] = ())
     if unknown:
         raise SearchConfigError(f"override: unknown key(s) {', '.join(unknown)}")
     values.update(extra)
+    for key in _DATA_FILE_KEYS:
+        if isinstance(values.get(key), str):
+            values[key] = resolve_data_file(key, values[key])
     return from_dict(values, source)

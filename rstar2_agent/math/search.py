@@ -35,14 +35,12 @@ the root has 2 visits and Q 0; both children are terminal, so the root is exhaus
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 
 from rstar2_agent.math import steps
 from rstar2_agent.math.config import SearchConfig
-from rstar2_agent.math.prompts import load_template, partial_solution, question_prompt
+from rstar2_agent.math.prompts import load_few_shots, load_template, partial_solution, question_prompt
 from rstar2_agent.math.steps import Continuation
 from rstar2_agent.math.tree import Node, select_child
 from rstar2_agent.reward.scoring import compute_score
@@ -128,16 +126,9 @@ def sampling_params(cfg: SearchConfig) -> dict:
             "max_tokens": cfg.max_tokens, "stop": list(cfg.stop or []), "seed": cfg.seed}
 
 
-def load_few_shots(cfg: SearchConfig) -> tuple[str, ...]:
-    if not cfg.few_shot_path or cfg.num_few_shot <= 0:
-        return ()
-    shots = json.loads(Path(cfg.few_shot_path).read_text())
-    return tuple(str(s) for s in shots[: cfg.num_few_shot])
-
-
 def make_trees(items: Iterable[dict], cfg: SearchConfig) -> list[SearchTree]:
     """One tree per question item (``question``/``answer``), its root ready for the first round."""
-    template, shots = load_template(cfg.prompt_path), load_few_shots(cfg)
+    template, shots = load_template(cfg.prompt_path), load_few_shots(cfg.few_shot_path, cfg.num_few_shot)
     trees = []
     for item in items:
         root = Node(c_puct=cfg.c_puct)
