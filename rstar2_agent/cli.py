@@ -5,6 +5,10 @@
     rstar2-agent judge serve|workers|up|demo     the code judge (see `code_judge.cli`)
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [key=value ...]
                                                  rStar-Math tree search (see `rstar2_agent.math.run`)
+    rstar2-agent math extract-sft|extract-pairs TREES... --output FILE
+                                                 SFT traces / PPM pairs from search trees (`rstar2_agent.math.extract`)
+    rstar2-agent math sft|ppm --model_name_or_path DIR --train_file FILE --output_dir DIR [Trainer flags]
+                                                 policy SFT / PPM training (`rstar2_agent.math.sft`, `.ppm_train`)
     rstar2-agent eval --data FILE|bundled [--base-url URL --model NAME | --model-dir DIR] [--n 16 ...]
                                                  evaluate a model with the training agent loop (`rstar2_agent.eval.cli`)
 """

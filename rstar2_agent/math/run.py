@@ -6,6 +6,8 @@ evaluation tasks and the scores of outputs.
                              [--backend transformers|openai] [--base-url URL] [key=value ...]
     rstar2-agent math eval --model DIR --task TASK [--data-dir eval_data] [--custom_cfg sft_eval_greedy] [...]
     rstar2-agent math score FILE... [--top_n 4] [--seed 0]
+    rstar2-agent math extract-sft|extract-pairs|sft|ppm ...   (self-evolution: :mod:`.extract`, :mod:`.sft`,
+                                                              :mod:`.ppm_train`)
 
 It reads ``question``/``answer`` json or jsonl (:func:`.records.load_questions`), searches ``batch_size``
 questions at a time in lock-step, appends one upstream-format line per question to ``--output`` as each
@@ -15,7 +17,8 @@ started for the run, as ``rstar2-agent train`` does. Model-written code runs onl
 not given.
 
 Beside the output, ``<output>.intermediate_metric.json`` holds this invocation's per-rollout pass@1/pass@n
-(MCTS, ``save_intermediate_rollouts``). ``eval`` searches a task (:mod:`.evaluate`) and prints its pass@1.
+and ``rollout/rolloutNN.<output name>`` every question's tree after its MCTS rollout NN, as upstream's
+intermediate rollouts (both with ``save_intermediate_rollouts``, on by default). ``eval`` searches a task (:mod:`.evaluate`) and prints its pass@1.
 ``score`` prints a JSON report of one or more output files (:mod:`.metrics`): pass@1 of each file by its
 best-valued terminal, and over the files pass@1 / pass@n / majority / value-weighted majority of the top-n.
 """
@@ -30,7 +33,8 @@ from typing import Callable, Optional, Sequence
 
 from rstar2_agent.math.config import SearchConfig, SearchConfigError, load_config
 from rstar2_agent.math.evaluate import TASKS, load_task
-from rstar2_agent.math.records import append_record, load_questions, pending_items, tree_record
+from rstar2_agent.math.records import (append_record, drop_questions, load_questions, pending_items, rollout_path,
+                                      tree_record)
 from rstar2_agent.math.search import Executor, Generator, SearchStats, SearchTree, ValueModel, run_search
 
 __all__ = ["default_output", "search_file", "search_items", "add_command", "run_search_command",
@@ -75,7 +79,15 @@ def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, exe
         log(f"[{finished[0]}/{len(todo)}] rounds {stats.rounds}, nodes {stats.nodes} ({stats.nodes / elapsed:.1f}/s), "
             f"tokens {stats.tokens} ({stats.tokens / elapsed:.1f}/s), judge calls {stats.run_calls}")
 
-    trees = run_search(todo, cfg, generator, executor, value_model, stats, on_done)
+    on_rollout = None
+    if cfg.save_intermediate_rollouts and cfg.mode == "mcts":
+        for snapshot in sorted(rollout_path(output, 1).parent.glob(f"rollout*.{Path(output).name}")):
+            drop_questions(snapshot, {str(item["question"]) for item in todo})  # an interrupted run's
+
+        def on_rollout(tree: SearchTree, k: int) -> None:
+            append_record(rollout_path(output, k), tree_record(tree.item, tree.root))
+
+    trees = run_search(todo, cfg, generator, executor, value_model, stats, on_done, on_rollout)
     if cfg.save_intermediate_rollouts and cfg.mode == "mcts" and trees:
         from rstar2_agent.math.metrics import rollout_metrics
 
@@ -110,12 +122,11 @@ def add_command(sub) -> None:
     s.add_argument("--top_n", type=int, default=4, help="best-valued answers kept per question over the runs")
     s.add_argument("--seed", type=int, default=0, help="seed of the random tie-break of the majority vote")
     s.set_defaults(func=run_score_command)
-    from rstar2_agent.math import extract
-
-    from rstar2_agent.math import ppm_train
+    from rstar2_agent.math import extract, ppm_train, sft
 
     extract.add_commands(commands)  # extract-sft, extract-pairs
     ppm_train.add_command(commands)  # ppm
+    sft.add_command(commands)  # sft
 
 
 def _add_run_options(p) -> None:
