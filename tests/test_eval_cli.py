@@ -343,3 +343,17 @@ def test_eval_against_vllm_serve(vllm_server, tmp_path, judge_url):
              *COMMON)
     rs = records(out)
     assert len(rs) == 4 and all(r["finish_reason"] for r in rs)
+
+
+def test_chat_example_prints_each_tool_call_and_output(scripted, tiny, judge_url):
+    server = scripted("ok")
+    example = Path(__file__).resolve().parents[1] / "examples" / "chat_with_tool_call.py"
+    proc = subprocess.run([sys.executable, str(example), "--base-url", server.url, "--tokenizer", tiny,
+                           "--judge-url", judge_url], input="Compute: 6*7\n/reset\nCompute: 5+6\n",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "tool call> python_code_with_standard_io: print(6*7)" in out and "stdout: 42" in out
+    assert "\\boxed{42}" in out and "print(5+6)" in out and "\\boxed{11}" in out  # /reset: a fresh conversation
+    assert out.index("tool call> python_code_with_standard_io: print(6*7)") < out.index("stdout: 42") < \
+        out.index("\\boxed{42}")
