@@ -275,3 +275,46 @@ def test_bad_inputs_name_the_file_and_line(tmp_path):
         read_rows(rows, ("query", "response"))
     with pytest.raises(SystemExit, match="empty.jsonl"):
         cli_main(["math", "extract-sft", str(empty), "--output", str(tmp_path / "o.jsonl")])
+
+
+# ---------------------------------------------------------------------------------------------- a real search
+
+class _Scripted:
+    """Root -> [code step, wrong answer 5]; code step -> print, closing the block; its output -> answer 4."""
+
+    def generate(self, prompts, n, params):
+        from rstar2_agent.math.steps import Continuation
+
+        out = []
+        for p in prompts:
+            if "<end_of_output>" in p:
+                out.append([Continuation("<answer>The answer is \\boxed{4}", "<end_of_answer>", 5)])
+            elif "<code>" in p:
+                out.append([Continuation("print(x)\n", "<end_of_code>", 3)])
+            else:
+                out.append([Continuation("<code>\nx = 2 + 2\n", "<end_of_step>", 5),
+                            Continuation("The answer is \\boxed{5}", None, 5)])
+        return out
+
+
+class _Executor:
+    def run(self, codes):
+        return ["4" if "print(x)" in code else "" for code in codes]
+
+
+def test_trees_from_our_search_give_the_expected_trace_and_pair(tmp_path):
+    from rstar2_agent.math.config import SearchConfig
+    from rstar2_agent.math.run import search_items
+
+    out = tmp_path / "trees.jsonl"
+    cfg = SearchConfig(n_generate_sample=2, iterations=4, max_depth=6, is_sampling=True, errors_threshold=1,
+                       save_intermediate_rollouts=False)
+    search_items([{"question": Q, "answer": "4"}], cfg, _Scripted(), _Executor(), out, log=lambda _: None)
+    records = load_tree_records(out)
+    code = "<code>\nx = 2 + 2\n<end_of_step>"
+    closed = "print(x)\n<end_of_code>\n<output>4<end_of_output>"
+    final = "<answer>The answer is \\boxed{4}<end_of_answer>"
+    assert sft_examples(records) == [{"query": Q, "response": "\n".join([code, closed, final])}]
+    # at the root: chosen [0.1 code step (Q 1)], rejected [0.2 wrong answer (Q -1)]; margin 2, 21+ edits apart
+    assert extract_pairs(records) == [{"prompt": PROMPT, "pos": code + "\n", "neg": "The answer is \\boxed{5}\n",
+                                       "pos_count": 1, "neg_count": 1}]
