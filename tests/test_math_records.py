@@ -70,3 +70,28 @@ def test_question_files(tmp_path):
     as_jsonl.write_text('{"example": {"question": "b", "answer": "2"}, "id": 7}\n\n{"question": "c"}\n')
     assert load_questions(as_json) == [{"question": "a", "answer": "1"}]
     assert load_questions(as_jsonl) == [{"question": "b", "answer": "2", "id": 7}, {"question": "c"}]
+
+
+def test_search_items_writes_each_rollouts_trees_and_a_resume_replaces_an_interrupted_questions_snapshots(tmp_path):
+    from rstar2_agent.math.records import rollout_path
+    from rstar2_agent.math.run import search_items
+
+    out = tmp_path / "trees.jsonl"
+    cfg = SearchConfig(n_generate_sample=2, iterations=3, max_depth=4, is_sampling=True, batch_size=-1)
+    search_items(QUESTIONS[:2], cfg, ScriptedGenerator(), InTestExecutor(), out, log=lambda line: None)
+    final = {r["question"]: r for r in read_records(out)}
+    for k in (1, 2, 3):
+        snapshot = read_records(rollout_path(out, k))
+        assert sorted(r["question"] for r in snapshot) == sorted(final)
+        for record in snapshot:  # a tree only grows: each snapshot's nodes are in the final tree
+            assert set(record["rstar"]) <= set(final[record["question"]]["rstar"])
+            assert record["rstar"]["0"]["visit_count"] <= final[record["question"]]["rstar"]["0"]["visit_count"]
+    assert rollout_path(out, 1) == tmp_path / "rollout" / "rollout01.trees.jsonl"
+    last = read_records(rollout_path(out, 3))
+    assert {r["question"]: r["rstar"] for r in last} == {q: r["rstar"] for q, r in final.items()}
+    # an interrupted run had written rollout 1 of the third question, but not its final line
+    append_record(rollout_path(out, 1), {"question": QUESTIONS[2]["question"], "rstar": {"0": {}}})
+    search_items(QUESTIONS[:3], cfg, ScriptedGenerator(), InTestExecutor(), out, log=lambda line: None)
+    third = [r for r in read_records(rollout_path(out, 1)) if r["question"] == QUESTIONS[2]["question"]]
+    assert len(third) == 1 and third[0]["rstar"]["0"]["visit_count"] >= 1
+    assert len(read_records(rollout_path(out, 1))) == 3

@@ -25,7 +25,7 @@ from typing import Iterable, Optional
 from rstar2_agent.math.tree import Node, new_state
 
 __all__ = ["NODE_FIELDS", "unwrap_item", "load_questions", "node_record", "tree_record", "append_record",
-           "read_records", "pending_items", "rebuild_tree"]
+           "read_records", "pending_items", "rollout_path", "drop_questions", "rebuild_tree"]
 
 NODE_FIELDS = ("text", "extra_info", "action", "action_input", "final_answer", "observation", "value", "q_value",
                "visit_count")
@@ -100,6 +100,26 @@ def pending_items(items: Iterable[dict], output: str | Path) -> list[dict]:
     """The items whose question has no complete line in ``output`` yet, in order."""
     done = {str(r.get("question")) for r in read_records(output)}
     return [item for item in items if str(item["question"]) not in done]
+
+
+def rollout_path(output: str | Path, rollout: int) -> Path:
+    """Where the trees after MCTS rollout ``rollout`` (1-based) go, as upstream's ``rollout/rolloutNN*``:
+    ``<output folder>/rollout/rollout01.<output name>`` for rollout 1, one line per question."""
+    output = Path(output)
+    return output.parent / "rollout" / f"rollout{rollout:02d}.{output.name}"
+
+
+def drop_questions(path: str | Path, questions: set[str]) -> int:
+    """Rewrite ``path`` without the lines of ``questions`` (an interrupted run's partial snapshots, before
+    those questions are searched again); the number of lines dropped."""
+    path = Path(path)
+    records = read_records(path)
+    kept = [r for r in records if str(r.get("question")) not in questions]
+    if len(kept) < len(records):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(path)
+    return len(records) - len(kept)
 
 
 def rebuild_tree(record: dict, c_puct: float = 2.0) -> Node:

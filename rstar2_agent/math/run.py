@@ -18,9 +18,10 @@ not given.
 
 Beside the output, ``<output>.intermediate_metric.json`` holds this invocation's per-rollout pass@1/pass@n
 and ``rollout/rolloutNN.<output name>`` every question's tree after its MCTS rollout NN, as upstream's
-intermediate rollouts (both with ``save_intermediate_rollouts``, on by default). ``eval`` searches a task (:mod:`.evaluate`) and prints its pass@1.
-``score`` prints a JSON report of one or more output files (:mod:`.metrics`): pass@1 of each file by its
-best-valued terminal, and over the files pass@1 / pass@n / majority / value-weighted majority of the top-n.
+intermediate rollouts (both with ``save_intermediate_rollouts``, on by default). ``eval`` searches a task
+(:mod:`.evaluate`) and prints its pass@1. ``score`` prints a JSON report of one or more output files
+(:mod:`.metrics`): pass@1 of each file by its best-valued terminal, and over the files pass@1 / pass@n /
+majority / value-weighted majority of the top-n.
 """
 
 from __future__ import annotations

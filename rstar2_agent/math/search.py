@@ -291,16 +291,24 @@ def beam_round(trees: Sequence[SearchTree], cfg: SearchConfig, generator: Genera
 
 def search_batch(trees: Sequence[SearchTree], cfg: SearchConfig, generator: Generator, executor: Executor,
                  value_model: Optional[ValueModel] = None, stats: Optional[SearchStats] = None,
-                 on_done: Optional[Callable[[SearchTree], None]] = None) -> list[SearchTree]:
-    """Run rounds until every tree is done; ``on_done(tree)`` is called as each tree finishes."""
+                 on_done: Optional[Callable[[SearchTree], None]] = None,
+                 on_rollout: Optional[Callable[[SearchTree, int], None]] = None) -> list[SearchTree]:
+    """Run rounds until every tree is done; ``on_done(tree)`` is called as each tree finishes and
+    ``on_rollout(tree, k)`` after its MCTS rollout k (1-based; two rollouts that end in the same round see the
+    same tree, which did not change between them)."""
     if cfg.need_value_func and value_model is None:
         raise ValueError("need_value_func is set but no value model (PPM, --reward_model_dir) was given")
     stats = stats if stats is not None else SearchStats()
     step = beam_round if cfg.mode == "bs" else mcts_round
     reported: set[int] = set()
+    snapshots = {id(tree): 0 for tree in trees}
     while True:
         step(trees, cfg, generator, executor, value_model, stats)
         for tree in trees:
+            if on_rollout is not None:
+                for k in range(snapshots[id(tree)] + 1, tree.rollouts + 1):
+                    on_rollout(tree, k)
+                snapshots[id(tree)] = tree.rollouts
             if tree.done and id(tree) not in reported:
                 reported.add(id(tree))
                 if on_done is not None:
@@ -311,13 +319,14 @@ def search_batch(trees: Sequence[SearchTree], cfg: SearchConfig, generator: Gene
 
 def run_search(items: Sequence[dict], cfg: SearchConfig, generator: Generator, executor: Executor,
                value_model: Optional[ValueModel] = None, stats: Optional[SearchStats] = None,
-               on_done: Optional[Callable[[SearchTree], None]] = None) -> list[SearchTree]:
+               on_done: Optional[Callable[[SearchTree], None]] = None,
+               on_rollout: Optional[Callable[[SearchTree, int], None]] = None) -> list[SearchTree]:
     """Search every item, ``batch_size`` questions at a time (-1: all together)."""
     size = len(items) if cfg.batch_size == -1 else cfg.batch_size
     out: list[SearchTree] = []
     for start in range(0, len(items), max(size, 1)):
         trees = make_trees(items[start:start + size], cfg)
-        out.extend(search_batch(trees, cfg, generator, executor, value_model, stats, on_done))
+        out.extend(search_batch(trees, cfg, generator, executor, value_model, stats, on_done, on_rollout))
     return out
 
 
