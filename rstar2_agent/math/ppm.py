@@ -80,6 +80,16 @@ class ProcessPreferenceModel(nn.Module):
         picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.v_head(picked)
 
+    # ------------------------------------------------------------------ for transformers Trainer (ppm_train)
+    @property
+    def _no_split_modules(self):
+        """The base model's layer classes, which FSDP auto-wrap (``--fsdp "full_shard auto_wrap"``) wraps."""
+        return getattr(self.base, "_no_split_modules", None)
+
+    def gradient_checkpointing_enable(self, **kwargs) -> None:
+        """``--gradient_checkpointing``: checkpoint the base model's layers."""
+        self.base.gradient_checkpointing_enable(**kwargs)
+
     # ------------------------------------------------------------------ upstream layout
     def save_pretrained(self, path: str | Path, tokenizer=None) -> None:
         """The base model folder plus ``value_head.bin`` (keys ``v_head.*``)."""
