@@ -95,3 +95,27 @@ def test_search_items_writes_each_rollouts_trees_and_a_resume_replaces_an_interr
     third = [r for r in read_records(rollout_path(out, 1)) if r["question"] == QUESTIONS[2]["question"]]
     assert len(third) == 1 and third[0]["rstar"]["0"]["visit_count"] >= 1
     assert len(read_records(rollout_path(out, 1))) == 3
+
+
+def test_the_search_progress_bar_counts_every_rollout_and_reaches_its_total(tmp_path, monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from rstar2_agent.math import run
+
+    bars = []
+
+    def bar(total, unit):
+        bars.append(tqdm(total=total, unit=unit, file=io.StringIO(), disable=False))
+        return bars[-1]
+
+    monkeypatch.setattr(run, "progress_bar", bar)
+    lines = []
+    cfg = SearchConfig(n_generate_sample=2, iterations=3, max_depth=4, is_sampling=True)
+    run.search_items(QUESTIONS, cfg, ScriptedGenerator(), InTestExecutor(), tmp_path / "t.jsonl", log=lines.append)
+    assert (bars[0].total, bars[0].n, bars[0].unit) == (3 * len(QUESTIONS), 3 * len(QUESTIONS), "rollout")
+    assert "judge calls" in bars[0].postfix and not any(line.startswith("[") for line in lines)
+    beam = SearchConfig(mode="bs", n_generate_sample=2, step_beam_width=2, max_depth=4, need_value_func=False)
+    run.search_items(QUESTIONS, beam, ScriptedGenerator(), InTestExecutor(), tmp_path / "b.jsonl", log=lines.append)
+    assert (bars[1].total, bars[1].n, bars[1].unit) == (len(QUESTIONS), len(QUESTIONS), "question")

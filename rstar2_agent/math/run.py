@@ -53,6 +53,14 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def progress_bar(total: int, unit: str):
+    """A tqdm bar on stderr over the search's rollouts (MCTS) or questions (beam search); off when stderr is
+    not a terminal, where the search logs one line per finished question instead."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="search", unit=unit, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
 def search_file(qaf: str | Path, cfg: SearchConfig, generator: Generator, executor: Executor, output: str | Path,
                 value_model: Optional[ValueModel] = None, limit: Optional[int] = None,
                 log: Callable[[str], None] = _stderr) -> SearchStats:
@@ -71,24 +79,39 @@ def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, exe
         log(f"resuming: {len(items) - len(todo)} of {len(items)} questions already in {output}")
     stats = SearchStats()
     started = time.monotonic()
-    finished = [0]
+    mcts = cfg.mode == "mcts"
+    bar = progress_bar(len(todo) * (cfg.iterations if mcts else 1), "rollout" if mcts else "question")
+    finished, counted = [0], {}
+
+    def progress() -> str:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        return (f"rounds {stats.rounds}, nodes {stats.nodes} ({stats.nodes / elapsed:.1f}/s), "
+                f"tokens {stats.tokens} ({stats.tokens / elapsed:.1f}/s), judge calls {stats.run_calls}")
+
+    def advance(tree: SearchTree, units: int) -> None:
+        counted[id(tree)] = counted.get(id(tree), 0) + units
+        bar.update(units)
+        bar.set_postfix_str(progress(), refresh=False)
 
     def on_done(tree: SearchTree) -> None:
         append_record(output, tree_record(tree.item, tree.root))
         finished[0] += 1
-        elapsed = max(time.monotonic() - started, 1e-9)
-        log(f"[{finished[0]}/{len(todo)}] rounds {stats.rounds}, nodes {stats.nodes} ({stats.nodes / elapsed:.1f}/s), "
-            f"tokens {stats.tokens} ({stats.tokens / elapsed:.1f}/s), judge calls {stats.run_calls}")
+        advance(tree, (cfg.iterations if mcts else 1) - counted.get(id(tree), 0))  # a tree that ended early
+        if bar.disable:
+            log(f"[{finished[0]}/{len(todo)}] {progress()}")
 
-    on_rollout = None
-    if cfg.save_intermediate_rollouts and cfg.mode == "mcts":
+    def on_rollout(tree: SearchTree, k: int) -> None:
+        if cfg.save_intermediate_rollouts:
+            append_record(rollout_path(output, k), tree_record(tree.item, tree.root))
+        advance(tree, 1)
+
+    if cfg.save_intermediate_rollouts and mcts:
         for snapshot in sorted(rollout_path(output, 1).parent.glob(f"rollout*.{Path(output).name}")):
             drop_questions(snapshot, {str(item["question"]) for item in todo})  # an interrupted run's
 
-        def on_rollout(tree: SearchTree, k: int) -> None:
-            append_record(rollout_path(output, k), tree_record(tree.item, tree.root))
-
-    trees = run_search(todo, cfg, generator, executor, value_model, stats, on_done, on_rollout)
+    with bar:
+        trees = run_search(todo, cfg, generator, executor, value_model, stats, on_done,
+                           on_rollout if mcts else None)
     if cfg.save_intermediate_rollouts and cfg.mode == "mcts" and trees:
         from rstar2_agent.math.metrics import rollout_metrics
 
