@@ -90,6 +90,19 @@ def test_model_dir_end_to_end_then_resume(tiny, tmp_path, judge_url, capsys):
         run_eval(*argv, "--temperature", "0.2")
 
 
+def test_a_folder_of_another_data_set_is_refused(tmp_path):
+    from rstar2_agent.eval.data import EvalItem
+    from rstar2_agent.eval.output import RunFolder
+
+    folder = RunFolder(tmp_path)
+    folder.append({"problem_index": 0, "sample": 0, "problem": "What is 1 + 1?", "score": 1.0})
+    folder.append({"problem_index": 0, "sample": 1, "problem": "What is 1 + 1?", "score": 0.0, "infra_error": True})
+    assert list(folder.finished([EvalItem(0, "What is 1 + 1?", "2", "s")], n=2)) == [(0, 0)]  # infra: run again
+    assert folder.finished([EvalItem(0, "What is 1 + 1?", "2", "s")], n=1).keys() == {(0, 0)}
+    with pytest.raises(ValueError, match="another data set"):
+        folder.finished([EvalItem(0, "What is 2 + 2?", "4", "s")], n=2)
+
+
 # ------------------------------------------------------------------------------------ scripted servers
 
 

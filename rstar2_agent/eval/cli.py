@@ -119,6 +119,10 @@ def run(args) -> None:
               "top_p": args.top_p, "max_tokens": args.max_tokens, "max_turns": args.max_turns,
               "system_prompt": args.system_prompt, "n": args.n, "seed": args.seed}
     diffs = folder.check_config(config)
+    try:
+        folder.finished(items, args.n)  # refuses a folder that holds another data set
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
     if diffs:
         sys.exit(f"error: {folder.path} holds an eval with other settings ({'; '.join(diffs)}); "
                  f"use a new --output, or the same settings to resume it")
@@ -134,6 +138,12 @@ def run(args) -> None:
     started = time.perf_counter()
     try:
         report = asyncio.run(_evaluate(args, items, folder, url, settings, sampling))
+    except KeyboardInterrupt:
+        from rstar2_agent.eval.output import read_records, records_for
+
+        kept = len(records_for(read_records(folder.trajectories), items, sampling.n))
+        sys.exit(f"interrupted: {kept} of {len(items) * sampling.n} trajectories are finished and kept in "
+                 f"{folder.trajectories}; rerun the same command to resume")
     finally:
         if judge is not None:
             judge.stop()
