@@ -50,6 +50,7 @@ and the SFT traces of the same tree (ground truth = the ``+`` answer): only ``0.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -164,10 +165,16 @@ def correct_traces(record: dict, step_delim: str = "\n", do_prune: bool = True) 
     root = rebuild_tree(record)
     if do_prune and not prune(root):
         return []
+    graded: dict[str, bool] = {}  # a tree repeats its answers: grade each distinct one once
     out = []
     for trace in leaf_traces(root):
         leaf = trace[-1]
-        if is_answer_leaf(leaf) and is_correct(leaf.state["final_answer"], record.get("answer")):
+        if not is_answer_leaf(leaf):
+            continue
+        answer = leaf.state["final_answer"]
+        if answer not in graded:
+            graded[answer] = is_correct(answer, record.get("answer"))
+        if graded[answer]:
             out.append((trace_text(trace, step_delim), *trace_q_stats(trace)))
     return out
 
@@ -208,7 +215,8 @@ def mark_outcomes(root: Node, positive: float = 1.0, negative: float = -1.0) -> 
     def visit(node: Node) -> tuple[int, int]:
         correct = wrong = 0
         if is_answer_leaf(node):
-            correct, wrong = int(node.q_value == positive), int(node.q_value == negative)
+            correct = int(math.isclose(node.q_value, positive, abs_tol=1e-9))
+            wrong = int(math.isclose(node.q_value, negative, abs_tol=1e-9))
         for child in node.children:
             c, w = visit(child)
             correct, wrong = correct + c, wrong + w

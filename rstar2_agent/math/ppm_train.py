@@ -141,9 +141,11 @@ def _ppm_trainer_class():
     from transformers import Trainer
 
     class PPMTrainer(Trainer):
-        """Trainer with the pairwise loss, pair accuracy at eval, and the upstream save layout."""
+        """Trainer with the pairwise loss, pair accuracy at eval, and the upstream save layout.
 
-        model_accepts_loss_kwargs = False  # the loss is ours: Trainer scales it for gradient accumulation
+        The PPM's ``forward`` takes no loss kwargs, so Trainer divides the loss by the gradient accumulation
+        steps itself (each micro-batch's weighted sum counts 1/GA, as in upstream's accelerate loop).
+        """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
