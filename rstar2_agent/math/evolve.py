@@ -1,0 +1,140 @@
+"""One rStar-Math self-evolution round as resumable phases (skeleton of ``rstar2-agent math evolve``).
+
+A round ``r`` lives in ``<workdir>/round_<r>/`` and runs these phases, each skipped when its output is there
+already (an interrupted round resumes at the first unfinished phase; the search itself also resumes per
+question, :mod:`.records`):
+
+==========  ==========================================  ==============================================
+phase       does                                         done when
+==========  ==========================================  ==============================================
+search      search the training questions                ``trees.jsonl`` holds every question
+            (round 1: the teacher, ``sample_mcts``;
+            later: policy + PPM, ``sft_sample_mcts``)
+extract     :func:`.extract.sft_examples` and            ``sft.jsonl`` and ``pairs.jsonl`` exist
+            :func:`.extract.extract_pairs`
+sft         :func:`.sft.train_sft` from the policy        ``policy/config.json`` exists
+            the round started with
+ppm         :func:`.ppm_train.train_ppm` from the new     ``ppm/value_head.bin`` exists
+            policy (upstream: the PPM starts from the
+            SFT policy)
+==========  ==========================================  ==============================================
+
+Each phase appends one line to ``<workdir>/metrics.jsonl`` (round, phase, seconds, counts, training
+metrics; ``"skipped": true`` on a resumed phase). The generator (teacher or policy backend) and the code
+executor are passed in, so the same round runs on the code judge with a real model or, in the tests, with a
+scripted generator and an in-test executor.
+
+Not built yet (issue 15): the ``math evolve`` command, the scripted CPU teacher, the held-out evaluation
+(greedy / beam+PPM / MCTS+PPM), wandb, the PNG and per-phase progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from rstar2_agent.math.config import SearchConfig
+from rstar2_agent.math.records import pending_items
+
+__all__ = ["RoundLayout", "round_layout", "append_metrics", "run_phase", "flags_namespace", "evolve_round"]
+
+
+@dataclass(frozen=True)
+class RoundLayout:
+    """The files of one round."""
+
+    dir: Path
+    trees: Path
+    sft: Path
+    pairs: Path
+    policy: Path
+    ppm: Path
+
+
+def round_layout(workdir: str | Path, round_no: int) -> RoundLayout:
+    """``<workdir>/round_<NN>/`` and its files.
+
+    >>> round_layout("/w", 2).policy.as_posix()
+    '/w/round_02/policy'
+    """
+    d = Path(workdir) / f"round_{round_no:02d}"
+    return RoundLayout(d, d / "trees.jsonl", d / "sft.jsonl", d / "pairs.jsonl", d / "policy", d / "ppm")
+
+
+def append_metrics(path: Path, line: dict) -> None:
+    """One JSON line, flushed (the log of a run that may be interrupted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def run_phase(name: str, round_no: int, done: Callable[[], bool], work: Callable[[], Optional[dict]],
+              metrics: Path) -> bool:
+    """Run ``work`` unless ``done()``; log the phase either way. True when it ran."""
+    if done():
+        append_metrics(metrics, {"round": round_no, "phase": name, "skipped": True})
+        return False
+    started = time.monotonic()
+    result = work() or {}
+    append_metrics(metrics, {"round": round_no, "phase": name, "seconds": round(time.monotonic() - started, 3),
+                             **result})
+    return True
+
+
+def flags_namespace(add_flags: Callable, defaults: dict, required: Sequence[str], extra: Sequence[str] = ()):
+    """The parsed training flags (:func:`.ppm_train.add_training_flags`) of ``required + extra``: a round
+    trains with exactly the flags ``rstar2-agent math sft|ppm`` takes."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_flags(parser, defaults)
+    return parser.parse_args([*required, *extra])
+
+
+def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], policy_in: str | Path,
+                 generator, executor, search_cfg: SearchConfig, value_model=None,
+                 sft_flags: Sequence[str] = (), ppm_flags: Sequence[str] = (), sft_n: int = 2,
+                 pair_options: Optional[dict] = None) -> RoundLayout:
+    """Search, extract, train the policy and the PPM for one round (see the module docstring)."""
+    from rstar2_agent.math import extract, ppm_train, sft
+    from rstar2_agent.math.run import search_items
+
+    layout = round_layout(workdir, round_no)
+    layout.dir.mkdir(parents=True, exist_ok=True)
+    metrics = Path(workdir) / "metrics.jsonl"
+
+    def search() -> dict:
+        stats = search_items(list(items), search_cfg, generator, executor, layout.trees, value_model,
+                             log=lambda _: None)
+        return {"questions": len(items), "nodes": stats.nodes, "judge_calls": stats.run_calls}
+
+    def extract_data() -> dict:
+        records = extract.load_tree_records(layout.trees)
+        sft_rows = extract.sft_examples(records, n=sft_n, step_delim=search_cfg.step_delim)
+        pairs = extract.extract_pairs(records, step_delim=search_cfg.step_delim, **(pair_options or {}))
+        extract.write_rows(layout.sft, sft_rows)
+        extract.write_rows(layout.pairs, pairs)
+        return {"sft_examples": len(sft_rows), "pairs": len(pairs)}
+
+    def train_policy() -> dict:
+        args = flags_namespace(ppm_train.add_training_flags, sft.SFT_DEFAULTS,
+                               ["--model_name_or_path", str(policy_in), "--train_file", str(layout.sft),
+                                "--output_dir", str(layout.policy)], sft_flags)
+        return sft.train_sft(args.model_name_or_path, args.train_file, ppm_train.training_arguments(args),
+                             max_length=args.max_length)
+
+    def train_ppm() -> dict:
+        args = flags_namespace(ppm_train.add_training_flags, ppm_train.PPM_DEFAULTS,
+                               ["--model_name_or_path", str(layout.policy), "--train_file", str(layout.pairs),
+                                "--output_dir", str(layout.ppm)], ppm_flags)
+        return ppm_train.train_ppm(args.model_name_or_path, args.train_file, ppm_train.training_arguments(args),
+                                   max_length=args.max_length)
+
+    run_phase("search", round_no, lambda: layout.trees.exists() and not pending_items(items, layout.trees),
+              search, metrics)
+    run_phase("extract", round_no, lambda: layout.sft.exists() and layout.pairs.exists(), extract_data, metrics)
+    run_phase("sft", round_no, lambda: (layout.policy / "config.json").exists(), train_policy, metrics)
+    run_phase("ppm", round_no, lambda: (layout.ppm / "value_head.bin").exists(), train_ppm, metrics)
+    return layout
