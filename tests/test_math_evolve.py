@@ -86,3 +86,24 @@ def test_one_round_end_to_end_and_resume(tmp_path):
         ("search", True), ("extract", True), ("sft", True), ("ppm", True),
         ("search", True), ("extract", True), ("sft", True), ("ppm", False)]
     assert (layout.ppm / "value_head.bin").is_file()
+
+
+class PreferCode:
+    """A scripted PPM: a text ending in a code step or an output scores high, a bare wrong answer low."""
+
+    def score(self, texts):
+        return [0.9 if ("<end_of_step>" in t[-40:] or "<end_of_output>" in t[-40:] or "<answer>" in t[-60:])
+                else -0.9 for t in texts]
+
+
+def test_evaluation_logs_pass_at_1_per_config(tmp_path):
+    beam = SearchConfig(mode="bs", n_generate_sample=2, step_beam_width=2, max_depth=6, need_value_func=True,
+                        save_intermediate_rollouts=False)
+    scores = evolve.evaluate_round(tmp_path, 1, ITEMS, Teacher(), InTestExecutor(), {"beam_ppm": beam},
+                                   value_model=PreferCode())
+    # the wrong answer at the root takes one of the 2 beam slots (final, Q -0.9); the code step goes on to the
+    # right answer (Q 0.9), the best-valued terminal of every tree
+    assert scores == {"beam_ppm": 1.0}
+    [line] = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert (line["phase"], line["mode"], line["questions"], line["pass@1"]) == ("eval", "beam_ppm", 3, 1.0)
+    assert (tmp_path / "round_01" / "eval_beam_ppm.jsonl").is_file()

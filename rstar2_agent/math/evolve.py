@@ -24,8 +24,12 @@ metrics; ``"skipped": true`` on a resumed phase). The generator (teacher or poli
 executor are passed in, so the same round runs on the code judge with a real model or, in the tests, with a
 scripted generator and an in-test executor.
 
-Not built yet (issue 15): the ``math evolve`` command, the scripted CPU teacher, the held-out evaluation
-(greedy / beam+PPM / MCTS+PPM), wandb, the PNG and per-phase progress bars.
+:func:`evaluate_round` searches held-out questions with each of several configs (e.g. greedy,
+beam+PPM, MCTS+PPM) into ``eval_<name>.jsonl`` (resumable) and logs each one's pass@1 (best-valued terminal,
+:func:`.metrics.pass_at_1`).
+
+Not built yet (issue 15): the ``math evolve`` command and its default preset, the scripted CPU teacher,
+wandb, the PNG and per-phase progress bars.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from typing import Callable, Optional, Sequence
 from rstar2_agent.math.config import SearchConfig
 from rstar2_agent.math.records import pending_items
 
-__all__ = ["RoundLayout", "round_layout", "append_metrics", "run_phase", "flags_namespace", "evolve_round"]
+__all__ = ["RoundLayout", "round_layout", "append_metrics", "run_phase", "flags_namespace", "evolve_round",
+           "evaluate_round"]
 
 
 @dataclass(frozen=True)
@@ -138,3 +143,26 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
     run_phase("sft", round_no, lambda: (layout.policy / "config.json").exists(), train_policy, metrics)
     run_phase("ppm", round_no, lambda: (layout.ppm / "value_head.bin").exists(), train_ppm, metrics)
     return layout
+
+
+def evaluate_round(workdir: str | Path, round_no: int, items: Sequence[dict], generator, executor,
+                   configs: dict[str, SearchConfig], value_model=None) -> dict[str, float]:
+    """pass@1 of each named search config on ``items``; one ``eval`` metrics line per config."""
+    from rstar2_agent.math.metrics import pass_at_1
+    from rstar2_agent.math.records import read_records
+    from rstar2_agent.math.run import search_items
+
+    layout = round_layout(workdir, round_no)
+    questions = {str(item["question"]) for item in items}
+    scores = {}
+    for name, cfg in configs.items():
+        output = layout.dir / f"eval_{name}.jsonl"
+        started = time.monotonic()
+        search_items(list(items), cfg, generator, executor, output, value_model if cfg.need_value_func else None,
+                     log=lambda _: None)
+        records = [r for r in read_records(output) if str(r["question"]) in questions]
+        scores[name] = pass_at_1(records)
+        append_metrics(Path(workdir) / "metrics.jsonl",
+                       {"round": round_no, "phase": "eval", "mode": name, "questions": len(records),
+                        "pass@1": scores[name], "seconds": round(time.monotonic() - started, 3)})
+    return scores
