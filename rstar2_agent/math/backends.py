@@ -10,8 +10,8 @@ Here: :class:`TransformersGenerator`, in-process transformers for models vLLM ca
 models). It reuses the CPU engine's decode loop (:meth:`rstar2_agent.engine.generator.BatchingGenerator.decode`:
 one shared KV cache, finished rows leave the batch, stop strings checked on the decoded tail, a seeded sampler
 per row) rather than a second decode loop. The n samples of a prompt are n rows with their own seeds.
-The OpenAI-compatible server backend (``vllm serve``, SGLang) is :mod:`.openai_backend`; an offline
-``vllm.LLM`` backend is not written yet.
+The OpenAI-compatible server backend (``vllm serve``, SGLang) is :mod:`.openai_backend`; vLLM's offline
+``LLM`` in this process is :mod:`.vllm_backend`, which also decides which one ``--backend auto`` takes.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ evaluation tasks and the scores of outputs.
 
     rstar2-agent math search --qaf FILE --custom_cfg NAME|PATH --model_dir DIR [--reward_model_dir DIR]
                              [--save_in_model PATH] [--output PATH] [--limit N] [--judge-url URL]
-                             [--backend transformers|openai] [--base-url URL] [key=value ...]
+                             [--backend auto|vllm|transformers|openai] [--base-url URL] [key=value ...]
     rstar2-agent math eval --model DIR --task TASK [--data-dir eval_data] [--custom_cfg sft_eval_greedy] [...]
     rstar2-agent math score FILE... [--top_n 4] [--seed 0]
     rstar2-agent math extract-sft|extract-pairs|sft|ppm ...   (self-evolution: :mod:`.extract`, :mod:`.sft`,
@@ -37,6 +37,7 @@ from rstar2_agent.math.evaluate import TASKS, load_task
 from rstar2_agent.math.records import (append_record, drop_questions, load_questions, pending_items, rollout_path,
                                       tree_record)
 from rstar2_agent.math.search import Executor, Generator, SearchStats, SearchTree, ValueModel, run_search
+from rstar2_agent.math.vllm_backend import BACKENDS, choose_backend
 
 __all__ = ["default_output", "search_file", "search_items", "add_command", "run_search_command",
            "run_eval_command", "run_score_command"]
@@ -159,8 +160,9 @@ def _add_run_options(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--judge-url", default=None, help="a running code judge (default: start a private one)")
     p.add_argument("--judge-workers", type=int, default=2, help="workers of the private judge")
-    p.add_argument("--backend", default="transformers", choices=["transformers", "openai"],
-                   help="transformers: in this process; openai: an OpenAI-compatible server at --base-url")
+    p.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="auto (default): vLLM in this process where it takes the model, else transformers; "
+                        "vllm; transformers; openai: an OpenAI-compatible server at --base-url")
     p.add_argument("--base-url", default=None, help="the completions server (vllm serve, SGLang) for --backend openai")
     p.add_argument("overrides", nargs="*", help="config overrides, key=value")
 
@@ -183,6 +185,13 @@ def make_generator(args, cfg: SearchConfig) -> Generator:
         from rstar2_agent.math.openai_backend import OpenAICompletionsGenerator
 
         return OpenAICompletionsGenerator(args.base_url, model=args.model_dir)
+    backend, why = choose_backend(args.backend, args.model_dir)
+    _stderr(f"generation backend: {backend} ({why})")
+    if backend == "vllm":
+        from rstar2_agent.math.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator.from_pretrained(args.model_dir, max_model_len=cfg.max_model_len, seed=cfg.seed or 0,
+                                             tp=cfg.tp, gpu_memory_utilization=cfg.llm_gpu_memory_utilization)
     from rstar2_agent.math.backends import TransformersGenerator
 
     return TransformersGenerator.from_pretrained(args.model_dir, seed=cfg.seed or 0)
