@@ -413,12 +413,22 @@ def _read_all(files: list[Path]) -> list[dict]:
     return records
 
 
+def _unescape(text: str) -> str:
+    r"""A command-line value with backslash escapes (``\n``) turned into the characters they name.
+
+    >>> _unescape(r"\n"), _unescape("")
+    ('\n', '')
+    """
+    return text.encode("utf-8").decode("unicode_escape") if "\\" in text else text
+
+
 def _add_common(p) -> None:
     p.add_argument("files", nargs="*", help="search outputs (tree JSONL, ours or upstream's)")
     p.add_argument("--data_dir", default=None, help="also every *.jsonl of this folder (upstream's option)")
     p.add_argument("--output", "--output_file", dest="output", required=True,
                    help="output file: JSONL, or a JSON list if it ends in .json")
-    p.add_argument("--step_delim", default="\n", help="the search's step delimiter (default: newline)")
+    p.add_argument("--step_delim", default="\n", type=_unescape,
+                   help="the search's step delimiter, escapes allowed (default: newline; '' joins steps directly)")
     p.add_argument("--no_prune", action="store_true", help="keep subtrees without a valid answer")
 
 
