@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import types
 import subprocess
 import sys
@@ -274,8 +275,20 @@ def test_metrics_go_to_jsonl_and_to_an_offline_wandb_run(tmp_path, monkeypatch):
     assert any(line.startswith("wandb (offline)") for line in lines)
     assert list((tmp_path / "wandb").glob("offline-run-*"))  # nothing was sent anywhere
     assert plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ValueError, match="tensorboard"):
-        MetricsLog(tmp_path, ["tensorboard"], "p", "e", {})
+    with pytest.raises(ValueError, match="nope.*known.*mlflow"):
+        MetricsLog(tmp_path, ["nope"], "p", "e", {})
+
+
+def test_other_verl_backends_go_through_verls_tracking_into_the_run_directory(tmp_path, monkeypatch):
+    from rstar2_agent.engine.metrics import MetricsLog
+
+    monkeypatch.delenv("VERL_FILE_LOGGER_PATH", raising=False)
+    log = MetricsLog(tmp_path, ["file"], "p", "e", {"a": 1}, echo=lambda line: None)
+    log.log(2, {"train/reward_mean": 0.5})
+    log.close()
+    assert [json.loads(line) for line in (tmp_path / "verl_metrics.jsonl").read_text().splitlines()] == \
+        [{"step": 2, "data": {"train/reward_mean": 0.5}}]  # verl's own file format
+    assert "VERL_FILE_LOGGER_PATH" not in os.environ and not (tmp_path / "metrics.jsonl").exists()
 
 
 @pytest.mark.parametrize("module", ["rstar2_agent.engine.generator", "rstar2_agent.engine.metrics",

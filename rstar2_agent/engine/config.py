@@ -162,6 +162,8 @@ class TrainerConfig:
     default_local_dir: str = "runs/rstar2-agent-cpu"
     project_name: str = "rstar2-agent"
     experiment_name: str = "cpu"
+    # ours: console (one line per step), jsonl (run_dir/metrics.jsonl); any other name goes to verl's Tracking
+    # (wandb, offline by default; tensorboard, mlflow, swanlab, file, ...), its files in the run directory
     logger: list[str] = field(default_factory=lambda: ["console", "jsonl", "wandb"])
     seed: int = 1
     threads: int = 0  # torch threads; 0: the usable cores + 2 (see trainer.set_threads)

@@ -1,5 +1,12 @@
-"""What a CPU run reports: a one-line summary per step on the console, every metric to a JSONL file and to
-wandb (offline unless WANDB_MODE says otherwise, only when installed and asked for), and a PNG of the curves.
+"""What a CPU run reports: a one-line summary per step on the console, every metric to a JSONL file, to any
+backend of verl's own `Tracking` (wandb, tensorboard, mlflow, swanlab, ...: `trainer.logger` takes the names
+verl's trainer takes), and a PNG of the curves.
+
+The console line and `metrics.jsonl` (one flat `{"step": N, key: value, ...}` object per line, what the
+benchmarks and the plot read) are ours; verl's console logger prints every metric and its `file` logger nests
+them under "data". Everything else goes through `verl.utils.tracking.Tracking`, with its files kept in the run
+directory unless the environment says otherwise (WANDB_DIR, TENSORBOARD_DIR, VERL_FILE_LOGGER_PATH) and wandb
+offline unless WANDB_MODE says otherwise: a CPU run never reaches out to a server by default.
 
     log = MetricsLog(run_dir, ["console", "jsonl", "wandb"], project="rstar2-agent", experiment="cpu", config={})
     log.log(3, {"train/reward_mean": 0.4, ...})   # appends {"step": 3, ...} to run_dir/metrics.jsonl
@@ -14,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-LOGGERS = ("console", "jsonl", "wandb")
+OURS = ("console", "jsonl")
 
 
 def format_duration(seconds: float) -> str:
@@ -61,46 +68,70 @@ def val_summary(step: int, m: Mapping[str, float]) -> str:
             f" | tool calls/traj {m['val/tool_calls_per_traj']:.2f}")
 
 
+def tracking_backends() -> list[str]:
+    from verl.utils.tracking import Tracking
+
+    return list(Tracking.supported_backend)
+
+
+# where each verl backend writes, and the run-directory default we give it when the environment names none
+_BACKEND_PATHS = {"wandb": ("WANDB_DIR", ""), "tensorboard": ("TENSORBOARD_DIR", "tensorboard"),
+                  "file": ("VERL_FILE_LOGGER_PATH", "verl_metrics.jsonl")}
+
+
 class MetricsLog:
     def __init__(self, run_dir: Path, loggers: Sequence[str], project: str, experiment: str, config: dict,
                  echo: Callable[[str], None] = print):
-        unknown = sorted(set(loggers) - set(LOGGERS))
+        known = list(OURS) + tracking_backends()
+        unknown = sorted(set(loggers) - set(known))
         if unknown:
-            raise ValueError(f"unknown trainer.logger entries {unknown}; known: {list(LOGGERS)}")
+            raise ValueError(f"unknown trainer.logger entries {unknown}; known: {known}")
         self.path = Path(run_dir) / "metrics.jsonl"
         self.jsonl = "jsonl" in loggers
         self.console = "console" in loggers
         self.echo = echo
-        self.wandb = self._start_wandb(run_dir, project, experiment, config) if "wandb" in loggers else None
+        verl_backends = [name for name in loggers if name not in OURS]
+        self.tracking = self._start_tracking(Path(run_dir), verl_backends, project, experiment, config) \
+            if verl_backends else None
 
-    def _start_wandb(self, run_dir: Path, project: str, experiment: str, config: dict):
-        try:
-            import wandb
-        except ImportError:
-            self.echo("wandb is not installed: metrics go to the console and metrics.jsonl only")
-            return None
-        mode = os.environ.get("WANDB_MODE", "offline")  # never reach out to a server unless asked to
-        run = wandb.init(project=project, name=experiment, config=config, dir=str(run_dir), mode=mode,
-                         reinit="finish_previous")
-        self.echo(f"wandb ({mode}): {run.dir}")
-        return run
+    def _start_tracking(self, run_dir: Path, backends: list[str], project: str, experiment: str, config: dict):
+        from verl.utils.tracking import Tracking
+
+        env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}  # never reach a server unless asked to
+        for name in backends:
+            if name in _BACKEND_PATHS:
+                key, default = _BACKEND_PATHS[name]
+                env[key] = os.environ.get(key, str(run_dir / default) if default else str(run_dir))
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:  # verl reads config["trainer"] (wandb_proxy) whenever a config is given
+            tracking = Tracking(project, experiment, default_backend=backends, config={"trainer": {}, **config})
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        if "wandb" in backends:
+            self.echo(f"wandb ({env['WANDB_MODE']}): {tracking.logger['wandb'].run.dir}")
+        return tracking
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
         if self.jsonl:
             with self.path.open("a") as f:
                 f.write(json.dumps({"step": step, **clean}) + "\n")
-        if self.wandb is not None:
-            self.wandb.log(clean, step=step)
+        if self.tracking is not None:
+            self.tracking.log(clean, step=step)
 
     def say(self, line: str) -> None:
         if self.console:
             self.echo(line)
 
     def close(self) -> None:
-        if self.wandb is not None:
-            self.wandb.finish()
-            self.wandb = None
+        if self.tracking is not None:
+            self.tracking.finish()
+            self.tracking = None
 
 
 def read_metrics(path: Path) -> list[dict]:
