@@ -223,7 +223,8 @@ class Server:
             r.p0 = self.progress
             self.S += ctx - self.progress
             self.running.append(r)
-            heapq.heappush(self.finish, (self.progress + r.target - r.out0, id(r), r))
+            self.sim.seq += 1  # tie-break by admission order (never by id(): that would differ between runs)
+            heapq.heappush(self.finish, (self.progress + r.target - r.out0, self.sim.seq, r))
             kv += ctx
             future += est
         self.evict(0)
@@ -367,7 +368,9 @@ class LeastTokenUsage:
 
 
 class KVCapacityOurs:
-    """rstar2_agent.rollout.routing.CapacityScheduler with the shipped router YAML's knobs."""
+    """rstar2_agent.rollout.routing.CapacityScheduler with the shipped router YAML's knobs. As the balancer does
+    with ``capacity_source: sglang`` / ``auto``, every ``refresh_interval_s`` it takes each server's reported use
+    (running KV plus waiting prompts, SGLang's ``num_total_tokens``) and corrects it by its own reservations."""
 
     def __init__(self, sim, seed, knobs: Optional[dict] = None):
         cfg = OmegaConf.to_container(OmegaConf.load(ROUTER_YAML))
@@ -376,6 +379,13 @@ class KVCapacityOurs:
                                        budget_coef=cfg["budget_coef"], stickiness_slack=cfg["stickiness_slack"],
                                        default_max_new_tokens=cfg["default_max_new_tokens"])
         self.sim = sim
+        self.refresh_s = float(cfg["refresh_interval_s"]) if cfg["capacity_source"] != "config" else 0.0
+
+    def refresh(self, now: float):
+        for i, s in enumerate(self.sim.servers):
+            waiting = sum(r.ctx + r.out0 for r in s.waiting)
+            self.sched.set_capacity(i, s.cap, used=s.kv() + waiting, source="sglang")
+        return [(ticket.payload, lease.server_id) for ticket, lease in self.sched.drain(now=now)]
 
     def acquire(self, t: Traj, now: float):
         need = self.sched.need_for(t.ctx, {"max_tokens": t.turns[t.turn].max_new})
@@ -432,6 +442,10 @@ class Sim:
             t.done_at = now
 
     def run(self) -> dict:
+        refresh_s = getattr(self.policy, "refresh_s", 0.0)
+        if refresh_s:
+            self.policy.refresh(0.0)
+            self.push(refresh_s, "refresh", None)
         for t in self.trajs:
             self.start_turn(t, 0.0)
         while self.events:
@@ -440,6 +454,11 @@ class Sim:
                 server, version = data
                 if version == server.version:
                     server.chunk_end(now)
+            elif kind == "refresh":
+                if any(t.turn < len(t.turns) for t in self.trajs):
+                    for placed, sid in self.policy.refresh(now):
+                        self.dispatch(placed, sid, now)
+                    self.push(now + refresh_s, "refresh", None)
             else:
                 self.start_turn(data, now)
         assert all(t.turn == len(t.turns) for t in self.trajs), "a trajectory never finished"
@@ -469,6 +488,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--capacity", type=int, default=CAPACITY, help="KV tokens per server")
     ap.add_argument("--trajectories-per-server", type=int, default=TRAJ_PER_SERVER)
+    ap.add_argument("--sensitivity", type=int, default=1,
+                    help="1: also the makespan ratios for two more seeds and two smaller KV pools (0: skip)")
     ap.add_argument("--results", default=default_path(__file__))
     args = ap.parse_args(argv)
     with recorded(args.results):
@@ -485,6 +506,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"| {p} | {r['makespan_s']:.1f} | {100 * r['idle_frac']:.1f}% | {r['preemptions']} | "
                       f"{r['recomputed_tokens']:,} | {r['reprefilled_tokens']:,} | {r['moves']} |")
             ratios[n] = res["kv-capacity (ours)"]["makespan_s"] / res["verl-least-requests"]["makespan_s"]
+        if args.sensitivity:
+            print("\nSensitivity: makespan / verl-least-requests' makespan (preemptions) per policy")
+            print("| seed | KV per server | servers | verl (s) | " + " | ".join(POLICIES[1:]) + " |")
+            print("|---:|---:|---:|---:|" + "---:|" * (len(POLICIES) - 1))
+            for seed, cap in ((args.seed + 1, args.capacity), (args.seed + 2, args.capacity),
+                              (args.seed, args.capacity // 3), (args.seed, args.capacity // 6)):
+                for n in args.servers:
+                    res = run_all(n, args.trajectories_per_server, GROUP_SIZE, seed, cap)
+                    base = res["verl-least-requests"]
+                    cells = [f"{r['makespan_s'] / base['makespan_s']:.3f} ({r['preemptions']})"
+                             for p, r in res.items() if p != "verl-least-requests"]
+                    print(f"| {seed} | {cap:,} | {n} | {base['makespan_s']:.1f} ({base['preemptions']}) | "
+                          + " | ".join(cells) + " |")
         print()
         print("makespan ratio vs least-requests: " + ", ".join(f"{n} servers {r:.3f}" for n, r in ratios.items()))
     return 0

@@ -68,10 +68,10 @@ NO_SERVERS = "No available servers in load balancer"  # verl's FullyAsyncLLMServ
 DEFAULTS: dict[str, Any] = {
     "capacity_tokens": 262144,  # fallback KV capacity per server (tokens) when nothing can be read
     "capacity_source": "config",  # config | sglang | vllm | auto
-    "budget_coef": 1.0,  # share of max_new_tokens reserved per turn
+    "budget_coef": 0.1,  # share of max_new_tokens reserved per turn
     "default_max_new_tokens": 8192,  # when sampling_params names no max_tokens / max_new_tokens
-    "stickiness_slack": 0.25,  # stay on the previous server while its free share >= best free share - slack
-    "refresh_interval_s": 10.0,  # how often server-reported capacity is re-read (sglang / vllm / auto)
+    "stickiness_slack": 0.1,  # stay on the previous server while its free share >= best free share - slack
+    "refresh_interval_s": 2.0,  # how often server-reported capacity is re-read (sglang / vllm / auto)
     "http_timeout_s": 2.0,
     "max_sticky_entries": 200_000,  # request_id -> previous server map (LRU)
 }
