@@ -151,8 +151,8 @@ def main() -> None:
     from rstar2_agent.engine.generator import BatchingGenerator
     from rstar2_agent.engine.models import prepare_default_model
     from rstar2_agent.engine.tasks import load_tasks
-    from rstar2_agent.engine.trainer import prompt_ids, set_threads, usable_cores
-    from rstar2_agent.rollout import load_chat_template
+    from rstar2_agent.engine.trainer import set_threads, usable_cores
+    from rstar2_agent.rollout import load_chat_template, prompt_ids
 
     path = prepare_default_model()
     tokenizer = AutoTokenizer.from_pretrained(path)

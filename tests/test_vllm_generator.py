@@ -28,9 +28,8 @@ def setup():
 
     from rstar2_agent.engine.config import DEFAULT_SYSTEM_PROMPT
     from rstar2_agent.engine.models import prepare_default_model
-    from rstar2_agent.engine.trainer import prompt_ids
     from rstar2_agent.engine.vllm_generator import VLLMGenerator
-    from rstar2_agent.rollout import load_chat_template
+    from rstar2_agent.rollout import load_chat_template, prompt_ids
 
     try:
         path = prepare_default_model()

@@ -36,7 +36,7 @@ from rstar2_agent.engine.cold_start import TeacherGenerator, demonstration_turns
 from rstar2_agent.engine.metrics import MetricsLog, format_duration, plot_metrics, step_summary, val_summary
 from rstar2_agent.engine.tasks import Task, load_tasks, step_indices
 from rstar2_agent.engine.update import Rollout, collate, grpo_advantages, policy_step
-from rstar2_agent.rollout import AgentLoop, LoopConfig, ToolTurnFormat, Trajectory, load_chat_template, render
+from rstar2_agent.rollout import AgentLoop, LoopConfig, ToolTurnFormat, Trajectory, load_chat_template, prompt_ids
 
 
 def set_threads(threads: int) -> int:
@@ -69,16 +69,6 @@ def training_threads(threads: int) -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(before)
-
-
-def prompt_ids(tokenizer, template: str, problem: str, system_prompt: Optional[str] = None,
-               tools: Optional[list[dict]] = None) -> list[int]:
-    """The token ids of a problem's prompt: an optional system message, the user's problem, and the assistant's
-    turn opened by the chat template (which lists `tools` when there is no system prompt to explain them)."""
-    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
-        [{"role": "user", "content": problem}]
-    text = render(tokenizer, messages, template, tools=tools, add_generation_prompt=True)
-    return tokenizer.encode(text, add_special_tokens=False)
 
 
 @dataclasses.dataclass

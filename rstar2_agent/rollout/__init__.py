@@ -2,7 +2,7 @@
 agent loop `rstar2_agent` (`verl_agent_loop`, imported only where verl is wanted)."""
 
 from rstar2_agent.rollout.core import AgentLoop, Generation, LoopConfig, Trajectory, TrajectoryStats, truncate
-from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template, render
+from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template, prompt_ids, render
 
 __all__ = ["AgentLoop", "Generation", "LoopConfig", "Trajectory", "TrajectoryStats", "ToolTurnFormat",
-           "load_chat_template", "render", "truncate"]
+           "load_chat_template", "prompt_ids", "render", "truncate"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 DEFAULT_TEMPLATE = "chat_template.jinja"
 _ASSISTANT = "@@RSTAR2_ASSISTANT_CONTENT@@"
@@ -32,6 +32,21 @@ def render(tokenizer, messages: list[dict], template: str, tools: Optional[list[
            add_generation_prompt: bool = False) -> str:
     return tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
+
+
+def prompt_ids(tokenizer, template: str, conversation: Union[str, Sequence[dict]],
+               system_prompt: Optional[str] = None, tools: Optional[list[dict]] = None) -> list[int]:
+    """The token ids of a prompt, up to the assistant's turn opened by the chat template: the one prompt builder
+    of training (the CPU engine and verl's agent loop), evaluation and the chat.
+
+    `conversation` is a problem (one user message) or the messages so far; a `system_prompt`, when given, goes
+    first. The template lists `tools` (their schemas) in its system turn when there is no system prompt to
+    explain them. Ids come from the rendered text without added special tokens (the template writes them)."""
+    messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else list(conversation)
+    if system_prompt:
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    text = render(tokenizer, messages, template, tools=tools, add_generation_prompt=True)
+    return tokenizer.encode(text, add_special_tokens=False)
 
 
 class ToolTurnFormat:

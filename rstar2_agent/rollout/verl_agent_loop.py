@@ -27,7 +27,8 @@ from typing import Any
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
 from rstar2_agent.rollout.core import MODEL_SPANS, AgentLoop, Generation, LoopConfig
-from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template, render
+from rstar2_agent.rollout.template import ToolTurnFormat, load_chat_template
+from rstar2_agent.rollout.template import prompt_ids as build_prompt_ids
 from rstar2_agent.tools import Tool
 
 
@@ -99,9 +100,8 @@ class RStar2AgentLoop(AgentLoopBase):
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput:
         messages = list(kwargs["raw_prompt"])
-        text = render(self.tokenizer, messages, self.template, tools=self.tool_schemas, add_generation_prompt=True)
-        prompt_ids = self._cap_text_prompt_length(
-            await self.loop.run_in_executor(None, lambda: self.tokenizer.encode(text, add_special_tokens=False)))
+        prompt_ids = self._cap_text_prompt_length(await self.loop.run_in_executor(
+            None, lambda: build_prompt_ids(self.tokenizer, self.template, messages, tools=self.tool_schemas)))
         server_fields: dict = {}
 
         async def generate(request_id: str, token_ids: list[int], params: dict[str, Any]) -> Generation:
