@@ -18,12 +18,11 @@ workloads: turns that end at EOS (greedy SmolLM2 stops after ~47 tokens, with a 
 `--tokens` new tokens each (EOS ignored: a rollout at temperature 1 rambles to its budget). It prints
 tokens/s, how many outputs are identical, and decode tokens/s, which exclude the prefill (timed alone as a
 1-token turn of the same prompts). The last line, `vllm vs engine decode: X`, is the fixed-length decode
-ratio. `--vllm-only` runs just this part and `--results` also writes its table to a file
-(benchmarks/results/cpu_generation_vllm.txt).
+ratio. `--vllm-only` runs just this part. `--results PATH` records what the run prints (benchmarks/recorded.py;
+default benchmarks/results/cpu_generation.txt, or cpu_generation_vllm.txt with --vllm-only; '' for none).
 
     python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
-    /work/venv-vllm/bin/python benchmarks/cpu_generation.py --vllm-only --tokens 128 \
-        --results benchmarks/results/cpu_generation_vllm.txt
+    python3 benchmarks/cpu_generation.py --vllm-only --tokens 128   # after bash install.sh --vllm
 
 About 5 minutes on 2 cores, and 2 more for vLLM.
 """
@@ -38,6 +37,8 @@ import time
 from typing import Iterator
 
 import torch
+
+from recorded import RESULTS, recorded  # (benchmarks/, the script's own folder)
 
 BURN = "while True: pass"
 
@@ -141,8 +142,16 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="new tokens per sequence (at most)")
     ap.add_argument("--neighbours", type=int, default=1, help="busy processes beside the generator")
     ap.add_argument("--vllm-only", action="store_true", help="only the engine-vs-vLLM comparison")
-    ap.add_argument("--results", default=None, help="also write the engine-vs-vLLM table to this file")
+    ap.add_argument("--results", default=None, help="record the output here (default: benchmarks/results/"
+                    "cpu_generation[_vllm].txt; '' for none)")
     args = ap.parse_args()
+    if args.results is None:
+        args.results = str(RESULTS / ("cpu_generation_vllm.txt" if args.vllm_only else "cpu_generation.txt"))
+    with recorded(args.results):
+        run(args)
+
+
+def run(args) -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -170,11 +179,7 @@ def main() -> None:
         run_without_vllm(gen, prompts, args, engine_threads, cores)
     if with_vllm:
         torch.set_num_threads(engine_threads)
-        lines = compare_with_vllm(gen, path, prompts, args.tokens)
-        print("\n" + "\n".join(lines))
-        if args.results:
-            with open(args.results, "w") as f:
-                f.write("\n".join(lines) + "\n")
+        print("\n" + "\n".join(compare_with_vllm(gen, path, prompts, args.tokens)))
 
 
 def run_without_vllm(gen, prompts: list[list[int]], args, engine_threads: int, cores: int) -> None:
