@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import random
 import subprocess
 import sys
@@ -304,6 +305,20 @@ def test_scheduler_is_strict_fifo_and_exact():
     assert [t.request_id for t, _ in placed] == ["b", "c"] and s.servers["s0"].reserved == 70
 
 
+def test_the_worked_example_of_the_module_docstring():
+    s = CapacityScheduler({"s0": 10000, "s1": 10000}, budget_coef=0.5, stickiness_slack=0.25)
+    need = lambda prompt, max_tokens: s.need_for(prompt, {"max_tokens": max_tokens})  # noqa: E731
+    assert need(1000, 8000) == 5000
+    assert [s.submit(r, need(1000, 8000)).server_id for r in "abcd"] == ["s0", "s1", "s0", "s1"]
+    assert s.submit("e", need(1000, 8000)) is None
+    s.release("a", "s0")
+    assert [(t.request_id, lease.server_id) for t, lease in s.drain()] == [("e", "s0")]
+    s.release("b", "s1")
+    assert s.submit("b", need(3000, 6000)) is None  # 6,000 needed, 5,000 free on s1, none on s0
+    s.release("d", "s1")
+    assert [(t.request_id, lease.server_id) for t, lease in s.drain()] == [("b", "s1")]
+
+
 # ---- the simulator ----------------------------------------------------------------------------------------------
 
 def load_sim():
@@ -331,3 +346,57 @@ def test_simulator_is_deterministic_and_uses_the_balancers_logic():
     status = ours.policy.sched.status()  # the balancer's own accounting, driven by the simulator
     assert status["acquires"] == sum(len(t.turns) for t in ours.trajs) and status["total_inflight"] == 0
     assert set(status["reserved_tokens"].values()) == {0} and status["unmatched_releases"] == 0
+
+
+# ---- verl's own trainer on CPU ----------------------------------------------------------------------------------
+
+PROBE = '''
+import json
+from rstar2_agent.rollout.routing import KVCapacityLoadBalancer
+
+
+class ProbeBalancer(KVCapacityLoadBalancer):
+    """Our balancer, writing get_status() to a file after every release."""
+
+    def __init__(self, servers, config):
+        config = dict(config)
+        self._status_path = config.pop("status_path")
+        super().__init__(servers, config)
+
+    def release_server(self, server_id, request_id=None):
+        super().release_server(server_id, request_id)
+        with open(self._status_path, "w") as f:
+            json.dump(self.get_status(), f)
+'''
+
+
+@pytest.mark.skipif(os.environ.get("RSTAR2_ROUTING_E2E") != "1",
+                    reason="a whole verl training step on CPU (1.5-4 min on 2 cores); run with RSTAR2_ROUTING_E2E=1")
+def test_a_verl_cpu_training_step_with_two_replicas_routes_through_the_balancer(tmp_path):
+    """`python3 -m rstar2_agent.main --config-name rstar2_agent_trainer_cpu` with two trainer workers, hence two
+    `hf_cpu` rollout replicas, and router_config_path naming our balancer: verl builds it, every turn of the step
+    goes through it, both replicas are used and every reservation comes back."""
+    from rstar2_agent.verl_cpu.data import build
+    from rstar2_agent.verl_cpu.models import save_tiny
+
+    (tmp_path / "status_probe.py").write_text(PROBE)
+    status_path = tmp_path / "status.json"
+    (tmp_path / "router.yaml").write_text(
+        f"router_class: status_probe.ProbeBalancer\nstatus_path: {status_path}\n"
+        "capacity_source: config\ncapacity_tokens: 4096\nbudget_coef: 0.1\n")
+    data = build(str(tmp_path / "data"), limit=16)
+    cmd = [sys.executable, "-m", "rstar2_agent.main", "--config-name", "rstar2_agent_trainer_cpu",
+           f"cpu_model={save_tiny(str(tmp_path / 'tiny'))}", f"data.train_files={data['train']}",
+           f"data.val_files={data['test']}", "trainer.total_training_steps=1",
+           f"trainer.default_local_dir={tmp_path / 'ckpt'}", "actor_rollout_ref.rollout.n=4",
+           "trainer.n_gpus_per_node=2", "ray_kwargs.ray_init.num_gpus=2",
+           f"actor_rollout_ref.rollout.router_config_path={tmp_path / 'router.yaml'}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, cwd=str(tmp_path), env=env)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0 and "step:1 - " in log, log[-6000:]
+    status = json.loads(status_path.read_text())
+    assert len(status["turns"]) == 2 and all(n > 0 for n in status["turns"].values()), status
+    assert status["acquires"] == sum(status["turns"].values()) >= 8  # 2 prompts x 4 samples, >= 1 turn each
+    assert status["total_inflight"] == 0 and set(status["reserved_tokens"].values()) == {0}
+    assert status["unmatched_releases"] == 0

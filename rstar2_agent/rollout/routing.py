@@ -33,7 +33,8 @@ Worked example (two servers of 10,000 tokens, ``budget_coef=0.5``, ``stickiness_
     turn 1 of "d": same need 5,000             -> s1
     turn 1 of "e": same                        -> nothing free: "e" waits
     "a" releases (5,000 back on s0)            -> "e" is placed on s0 at once
-    turn 2 of "b": needs 5,000 again           -> s1 is its previous server but full; s0 full -> waits
+    "b" releases; its turn 2: context 3,000, max_tokens 6,000 -> needs 6,000; s1 has 5,000 free, s0 none -> waits
+    "d" releases (s1: 10,000 free)             -> "b" is placed on s1, its previous server (prefix cached there)
 
 Where capacity comes from (``capacity_source``): ``config`` uses ``capacity_tokens`` for every server; ``sglang``
 reads ``GET http://<server_id>/v1/loads?include=core`` (sum of ``max_total_num_tokens`` over DP ranks, and
