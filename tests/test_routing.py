@@ -62,6 +62,7 @@ def test_shipped_yaml_is_what_verl_loads_and_our_class_accepts_it():
     import ray
 
     assert isinstance(cls, ray.actor.ActorClass)  # verl keeps it as it is: our max_concurrency holds
+    assert cls._default_options["max_concurrency"] == routing.MAX_CONCURRENCY >= 100_000  # releases never queue
     lb = KVCapacityLoadBalancer({"s0": None}, cfg)  # every key is a known knob
     assert lb.scheduler.budget_coef == cfg["budget_coef"] and lb.config["capacity_source"] == "auto"
     with pytest.raises(ValueError, match="unknown router settings"):
