@@ -28,8 +28,8 @@ scripted generator and an in-test executor.
 beam+PPM, MCTS+PPM) into ``eval_<name>.jsonl`` (resumable) and logs each one's pass@1 (best-valued terminal,
 :func:`.metrics.pass_at_1`).
 
-Not built yet (issue 15): the ``math evolve`` command and its default preset, the scripted CPU teacher,
-wandb, the PNG and per-phase progress bars.
+The command ``rstar2-agent math evolve`` (its default preset, wandb, the PNG and the progress bars) is
+:mod:`.evolve_cli`; the scripted round-1 teacher is :mod:`.teacher`.
 """
 
 from __future__ import annotations
@@ -78,8 +78,11 @@ def append_metrics(path: Path, line: dict) -> None:
 
 
 def run_phase(name: str, round_no: int, done: Callable[[], bool], work: Callable[[], Optional[dict]],
-              metrics: Path) -> bool:
-    """Run ``work`` unless ``done()``; log the phase either way. True when it ran."""
+              metrics: Path, on_phase: Optional[Callable[[str], None]] = None) -> bool:
+    """Run ``work`` unless ``done()``; log the phase either way. True when it ran. ``on_phase(name)`` is
+    called first (the command's progress bar)."""
+    if on_phase is not None:
+        on_phase(name)
     if done():
         append_metrics(metrics, {"round": round_no, "phase": name, "skipped": True})
         return False
@@ -101,7 +104,8 @@ def flags_namespace(add_flags: Callable, defaults: dict, required: Sequence[str]
 def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], policy_in: str | Path,
                  generator, executor, search_cfg: SearchConfig, value_model=None,
                  sft_flags: Sequence[str] = (), ppm_flags: Sequence[str] = (), sft_n: int = 2,
-                 pair_options: Optional[dict] = None) -> RoundLayout:
+                 pair_options: Optional[dict] = None, on_phase: Optional[Callable[[str], None]] = None
+                 ) -> RoundLayout:
     """Search, extract, train the policy and the PPM for one round (see the module docstring)."""
     from rstar2_agent.math import extract, ppm_train, sft
     from rstar2_agent.math.run import search_items
@@ -138,10 +142,11 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
                                    max_length=args.max_length)
 
     run_phase("search", round_no, lambda: layout.trees.exists() and not pending_items(items, layout.trees),
-              search, metrics)
-    run_phase("extract", round_no, lambda: layout.sft.exists() and layout.pairs.exists(), extract_data, metrics)
-    run_phase("sft", round_no, lambda: (layout.policy / "config.json").exists(), train_policy, metrics)
-    run_phase("ppm", round_no, lambda: (layout.ppm / "value_head.bin").exists(), train_ppm, metrics)
+              search, metrics, on_phase)
+    run_phase("extract", round_no, lambda: layout.sft.exists() and layout.pairs.exists(), extract_data, metrics,
+              on_phase)
+    run_phase("sft", round_no, lambda: (layout.policy / "config.json").exists(), train_policy, metrics, on_phase)
+    run_phase("ppm", round_no, lambda: (layout.ppm / "value_head.bin").exists(), train_ppm, metrics, on_phase)
     return layout
 
 

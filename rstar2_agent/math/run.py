@@ -8,6 +8,7 @@ evaluation tasks and the scores of outputs.
     rstar2-agent math score FILE... [--top_n 4] [--seed 0]
     rstar2-agent math extract-sft|extract-pairs|sft|ppm ...   (self-evolution: :mod:`.extract`, :mod:`.sft`,
                                                               :mod:`.ppm_train`)
+    rstar2-agent math evolve --rounds R [--out DIR] [--model DIR] [--teacher scripted|DIR] [...] (:mod:`.evolve_cli`)
 
 It reads ``question``/``answer`` json or jsonl (:func:`.records.load_questions`), searches ``batch_size``
 questions at a time in lock-step, appends one upstream-format line per question to ``--output`` as each
@@ -147,11 +148,12 @@ def add_command(sub) -> None:
     s.add_argument("--top_n", type=int, default=4, help="best-valued answers kept per question over the runs")
     s.add_argument("--seed", type=int, default=0, help="seed of the random tie-break of the majority vote")
     s.set_defaults(func=run_score_command)
-    from rstar2_agent.math import extract, ppm_train, sft
+    from rstar2_agent.math import evolve_cli, extract, ppm_train, sft
 
     extract.add_commands(commands)  # extract-sft, extract-pairs
     ppm_train.add_command(commands)  # ppm
     sft.add_command(commands)  # sft
+    evolve_cli.add_command(commands)  # evolve
 
 
 def _add_run_options(p) -> None:
