@@ -112,7 +112,9 @@ async def measure(args, url: str, judge_url: str, out: Path) -> tuple[dict, dict
         agent = Agent(tokenizer, {tool.name: tool}, settings)
         # warm-up: the server's first batch, the judge's first call
         await run_sequential(argparse.Namespace(**{**vars(args), "n": 1}), items[:1], agent, url, tokenizer)
+        print(f"eval: {len(items) * args.n} trajectories, {args.concurrency} at a time ...", file=sys.stderr)
         ours = await run_eval(args, items, agent, url, tokenizer, out)
+        print(f"eval: {ours['seconds']:.1f} s; sequential ...", file=sys.stderr)
         naive = await run_sequential(args, items, agent, url, tokenizer)
     return ours, naive
 
