@@ -89,7 +89,7 @@ async def chat(args, judge_url: str) -> None:
                 messages = []
                 continue
             messages.append({"role": "user", "content": line})
-            ids = agent.messages_ids(messages)
+            ids = agent.prompt_ids(messages)
             loop = agent.loop(on_call=show_output, on_start=show_call)
             traj = await loop.run(ids, generate_and_show, params)
             messages += history_messages(agent, traj)

@@ -1,6 +1,6 @@
 """The training-time agent for evaluation and chat: the chat template, the tools, `AgentLoop` and the reward.
 
-Nothing here is a second implementation: the prompt is `rstar2_agent.engine.trainer.prompt_ids` (the chat
+Nothing here is a second implementation: the prompt is `rstar2_agent.rollout.prompt_ids` (the chat
 template with the tool schema, or a system prompt), the loop is `rstar2_agent.rollout.AgentLoop` with
 `ToolTurnFormat`, the tool is `PythonTool` on the code judge, the text scored is the model-written spans
 (`rstar2_agent.reward.verl_manager.decode_model_text`) and the score is `compute_score` in a `RewardPool`, as
@@ -14,7 +14,7 @@ import dataclasses
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
-from rstar2_agent.rollout import AgentLoop, LoopConfig, ToolTurnFormat, Trajectory, load_chat_template
+from rstar2_agent.rollout import AgentLoop, LoopConfig, ToolTurnFormat, Trajectory, load_chat_template, prompt_ids
 from rstar2_agent.rollout.core import mask_spans
 from rstar2_agent.tools import Tool, ToolCall, ToolResult
 
@@ -86,22 +86,11 @@ class Agent:
         self.loop_config = settings.loop_config()
         self.tool_turns = ToolTurnFormat(tokenizer, self.template)
 
-    def prompt_ids(self, problem: str) -> list[int]:
-        """The problem's prompt as training builds it (`rstar2_agent.engine.trainer.prompt_ids`)."""
-        from rstar2_agent.engine.trainer import prompt_ids
-
+    def prompt_ids(self, conversation) -> list[int]:
+        """A problem's prompt as training builds it, or a whole conversation's (the chat): the system prompt
+        first when set, the tool schema in the template's system turn otherwise (`rollout.prompt_ids`)."""
         tools = None if self.system_prompt else [t.schema for t in self.tools.values()]
-        return prompt_ids(self.tokenizer, self.template, problem, self.system_prompt, tools)
-
-    def messages_ids(self, messages: list[dict]) -> list[int]:
-        """A whole conversation's prompt (for the chat): a system prompt first when set, the tool schema else."""
-        from rstar2_agent.rollout import render
-
-        if self.system_prompt:
-            messages = [{"role": "system", "content": self.system_prompt}] + list(messages)
-        tools = None if self.system_prompt else [t.schema for t in self.tools.values()]
-        text = render(self.tokenizer, messages, self.template, tools=tools, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return prompt_ids(self.tokenizer, self.template, conversation, self.system_prompt, tools)
 
     def loop(self, on_call: Optional[Callable[[dict], None]] = None,
              on_start: Optional[Callable[[dict], None]] = None) -> AgentLoop:
