@@ -11,7 +11,7 @@ busy, with torch at one thread per core, at the engine's thread count (`set_thre
 usable cores) and at one thread. It prints a table of tokens/s with the ratio against one thread per core,
 alone, measured in the same run; the last line reads `busy neighbour: R of alone` for the engine's setting.
 
-Third, where `import vllm` works (the /work/venv-vllm recipe in rstar2_agent/verl_cpu/__init__.py): the same
+Third, where `import vllm` works (after `bash install.sh --vllm`): the same
 prompts decoded greedily by the engine's loop (at the engine's threads) and by its vLLM generator
 (VLLMGenerator, what `rstar2-agent train` uses where vLLM runs; one thread per core, vLLM's default), on two
 workloads: turns that end at EOS (greedy SmolLM2 stops after ~47 tokens, with a long tail), and a fixed

