@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from code_judge.local import LocalJudge, RedisServer
+from code_judge.local import LocalJudge, RedisServer, free_port
 
 # Secrets the service's own environment holds; no executed code may see them.
 SECRET_ENV = {"RSTAR2_TEST_SECRET": "s3cr3t-token-do-not-leak"}
@@ -65,3 +69,74 @@ def read_banner(proc, until: str, timeout_s: float = 120) -> str:
         if until in line or not line:
             break
     return "".join(lines)
+
+
+# ---- OpenAI-compatible servers in subprocesses: our completions server, `vllm serve`
+
+def wait_for(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not up after {timeout_s}s: {log.read_text()[-2000:]}")
+
+
+def start_server(cmd: list[str], log: Path, url: str, timeout_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(url, proc, timeout_s, log)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+
+
+def _vllm_reason() -> str | None:
+    from rstar2_agent import vllm_cpu
+
+    if not vllm_cpu.available() or shutil.which("vllm") is None:
+        return "vLLM is not installed in this Python (`import vllm` fails or no `vllm` command; " \
+               "bash install.sh --vllm installs it)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """`vllm serve` of the default CPU model (SmolLM2-135M-Instruct), for the whole session."""
+    reason = _vllm_reason()
+    if reason:
+        pytest.skip(reason)
+    from rstar2_agent.engine.models import prepare_default_model
+
+    model = prepare_default_model()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = subprocess.Popen(["vllm", "serve", model, "--port", str(port), "--max-model-len", "2048"],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for(url, proc, 600, log)
+    except BaseException:
+        stop_server(proc)
+        raise
+    yield url, model
+    stop_server(proc)

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from code_judge.local import free_port
+from conftest import start_server, stop_server
 from rstar2_agent.cli import main as cli_main
 from rstar2_agent.verl_cpu.models import save_tiny
 
@@ -244,40 +241,6 @@ def test_bad_server_clear_error_and_finished_results_kept(mode, scripted, proble
 # ------------------------------------------------------------------------- real completions servers
 
 
-def wait_for(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not up after {timeout_s}s: {log.read_text()[-2000:]}")
-
-
-def start_server(cmd: list[str], log: Path, url: str, timeout_s: float) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(url, proc, timeout_s, log)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="module")
 def tiny_server(tiny, tmp_path_factory):
     """The tiny model behind our completions server, in a subprocess."""
@@ -313,37 +276,6 @@ def test_token_ids_in_and_out_against_a_served_tiny_model(tiny_server, tiny, tmp
     rs = records(out)
     assert len(rs) == 4 and all(0 < r["response_length"] <= 16 for r in rs)
     assert json.loads((out / "summary.json").read_text())["all"]["problems"] == 2
-
-
-def _vllm_reason() -> str | None:
-    from rstar2_agent import vllm_cpu
-
-    if not vllm_cpu.available() or shutil.which("vllm") is None:
-        return "vLLM is not installed in this Python (`import vllm` fails or no `vllm` command); " \
-               "the served-model path is covered by our completions server above"
-    return None
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory):
-    """`vllm serve` of the default CPU model (SmolLM2-135M-Instruct), for the whole session."""
-    reason = _vllm_reason()
-    if reason:
-        pytest.skip(reason)
-    from rstar2_agent.engine.models import prepare_default_model
-
-    model = prepare_default_model()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(["vllm", "serve", model, "--port", str(port), "--max-model-len", "2048"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        wait_for(url, proc, 600, log)
-        yield url, model
-    finally:
-        stop_server(proc)
 
 
 def test_eval_against_vllm_serve(vllm_server, tmp_path, judge_url):

@@ -19,7 +19,6 @@ tool-error ratio, response length, finish reasons). Rerun the same command to re
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal

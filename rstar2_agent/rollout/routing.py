@@ -59,8 +59,8 @@ import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +365,36 @@ class CapacityScheduler:
             "unmatched_releases": self.stats["unmatched_releases"],
             "cancelled_after_placement": self.stats["cancelled_after_placement"],
         }
+
+
+def status_metrics(status: Mapping[str, Any], previous: Optional[Mapping[str, Any]] = None) -> dict[str, float]:
+    """The trainer's per-step metrics from two ``get_status`` readings of our balancer (``previous``: the last
+    step's, None at the first): counters as this step's increments, the spread of turns over servers, and the
+    smallest free KV now. Any other balancer's status (verl's default has no ``acquires``) gives nothing.
+
+    >>> before = {"acquires": 10, "waits": 1, "wait_s": 0.5, "moves": 2, "sticky": 6, "clamped": 0,
+    ...           "turns": {"a": 5, "b": 5}, "free_tokens": {"a": 900, "b": 800}}
+    >>> after = {"acquires": 30, "waits": 4, "wait_s": 2.0, "moves": 3, "sticky": 20, "clamped": 1,
+    ...          "turns": {"a": 17, "b": 13}, "free_tokens": {"a": 1000, "b": 1000}}
+    >>> status_metrics(after, before)["router/turns_max_over_mean"], status_metrics(after, before)["router/waits"]
+    (1.2, 3.0)
+    """
+    if "acquires" not in status:
+        return {}
+    previous = previous or {}
+
+    def delta(key: str) -> float:
+        return float(status.get(key, 0)) - float(previous.get(key, 0))
+
+    turns = {sid: n - (previous.get("turns") or {}).get(sid, 0) for sid, n in (status.get("turns") or {}).items()}
+    acquires = delta("acquires")
+    mean_turns = sum(turns.values()) / len(turns) if turns else 0.0
+    free = list((status.get("free_tokens") or {}).values())
+    return {"router/turns": acquires, "router/waits": delta("waits"), "router/wait_s": delta("wait_s"),
+            "router/moves": delta("moves"), "router/clamped": delta("clamped"),
+            "router/sticky_ratio": delta("sticky") / acquires if acquires else 0.0,
+            "router/turns_max_over_mean": max(turns.values()) / mean_turns if mean_turns else 0.0,
+            "router/free_tokens_min": float(min(free)) if free else 0.0}
 
 
 # --------------------------------------------------------------------------------------------------------------
