@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -400,3 +401,20 @@ def test_a_verl_cpu_training_step_with_two_replicas_routes_through_the_balancer(
     assert status["acquires"] == sum(status["turns"].values()) >= 8  # 2 prompts x 4 samples, >= 1 turn each
     assert status["total_inflight"] == 0 and set(status["reserved_tokens"].values()) == {0}
     assert status["unmatched_releases"] == 0
+    turns = re.search(r"router/turns:(\d+(?:\.\d+)?)", log)  # our trainer logs the balancer's view of the step
+    assert turns and float(turns.group(1)) >= 8 and "router/turns_max_over_mean:" in log, log[-3000:]
+
+
+def test_status_metrics_are_the_steps_increments_and_nothing_for_another_balancer():
+    from rstar2_agent.rollout.routing import status_metrics
+
+    first = {"acquires": 8, "waits": 0, "wait_s": 0.0, "moves": 0, "sticky": 4, "clamped": 0,
+             "turns": {"a": 4, "b": 4}, "free_tokens": {"a": 4096, "b": 4000}}
+    m = status_metrics(first)
+    assert (m["router/turns"], m["router/sticky_ratio"], m["router/turns_max_over_mean"]) == (8.0, 0.5, 1.0)
+    assert m["router/free_tokens_min"] == 4000.0
+    second = dict(first, acquires=20, sticky=10, moves=3, turns={"a": 13, "b": 7})
+    m = status_metrics(second, first)
+    assert (m["router/turns"], m["router/moves"], m["router/sticky_ratio"]) == (12.0, 3.0, 0.5)
+    assert m["router/turns_max_over_mean"] == 1.5  # 9 and 3 turns this step
+    assert status_metrics({"servers": {"a": 0}, "total_inflight": 0}) == {}  # verl's default balancer

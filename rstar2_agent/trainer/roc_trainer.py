@@ -22,16 +22,21 @@ move the weights (AdamW's weight decay, and Adam's momentum from earlier steps).
 from __future__ import annotations
 
 import copy
+import logging
 
+import ray
 import transfer_queue as tq
 from omegaconf import open_dict
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from rstar2_agent.down_sample import DownSamplingConfig
+from rstar2_agent.rollout.routing import status_metrics
 from rstar2_agent.trainer.selection import infra_error_flags, rollout_metrics, rows_to_keep
 
 FIELDS = ["uid", "responses", "rm_scores", "extra_fields"]
+
+logger = logging.getLogger(__name__)
 
 
 def _rows(values) -> list:
@@ -55,6 +60,7 @@ class RStar2AgentTrainer(PPOTrainerSync):
         super().__init__(config)
         self.down_sampling = DownSamplingConfig.from_config(config)
         self.nothing_to_learn = False
+        self._router_status = None
 
     def _balance_batch(self, batch, metrics, logging_prefix="global_seqlen", keep_minibatch=False):
         batch = self._select(batch, metrics)
@@ -68,6 +74,7 @@ class RStar2AgentTrainer(PPOTrainerSync):
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=FIELDS)
         extra = _items(data["extra_fields"])
         metrics.update(rollout_metrics(extra))
+        metrics.update(self._router_metrics())
         rewards = [sum(row) for row in _rows(data["rm_scores"])]
         cfg = self.down_sampling
         infra = infra_error_flags(extra)
@@ -85,6 +92,20 @@ class RStar2AgentTrainer(PPOTrainerSync):
         if dropped:
             tq.kv_clear(keys=dropped, partition_id=batch.partition_id)
         return batch.select_keys(kept)
+
+    def _router_metrics(self) -> dict:
+        """`router/*`: how our KV-capacity balancer (rstar2_agent.rollout.routing) routed this step's turns;
+        nothing under verl's default balancer. A status that cannot be read costs the metrics, not the step."""
+        balancer = getattr(getattr(self, "llm_server_manager", None), "global_load_balancer", None)
+        if balancer is None:
+            return {}
+        try:
+            status = ray.get(balancer.get_status.remote(), timeout=30)
+        except Exception as exc:  # noqa: BLE001 - metrics only
+            logger.warning("router status unavailable: %s: %s", type(exc).__name__, exc)
+            return {}
+        metrics, self._router_status = status_metrics(status, self._router_status), status
+        return metrics
 
     def _update_actor(self, batch, metrics: dict):
         metrics["actor/update_skipped"] = float(self.nothing_to_learn)
