@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,15 +112,16 @@ def stop_server(proc: subprocess.Popen) -> None:
 def _vllm_reason() -> str | None:
     from rstar2_agent import vllm_cpu
 
-    if not vllm_cpu.available() or shutil.which("vllm") is None:
-        return "vLLM is not installed in this Python (`import vllm` fails or no `vllm` command; " \
-               "bash install.sh --vllm installs it)"
+    if not vllm_cpu.available():
+        return "vLLM is not installed in this Python (`import vllm` fails; bash install.sh --vllm installs it)"
     return None
 
 
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory):
-    """`vllm serve` of the default CPU model (SmolLM2-135M-Instruct), for the whole session."""
+    """vLLM's OpenAI server on the default CPU model (SmolLM2-135M-Instruct), for the whole session. Started as
+    `python -m vllm.entrypoints.openai.api_server`, what `vllm serve` runs: vllm-cpu 0.31.0's `vllm` command
+    fails at start (it asks for the version of a package named `vllm`; the CPU build's is `vllm-cpu`)."""
     reason = _vllm_reason()
     if reason:
         pytest.skip(reason)
@@ -131,7 +132,8 @@ def vllm_server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("vllm") / "vllm.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(["vllm", "serve", model, "--port", str(port), "--max-model-len", "2048"],
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                             "--port", str(port), "--max-model-len", "2048"],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_for(url, proc, 600, log)
