@@ -4,9 +4,7 @@ both correct and wrong answers; it is deterministic and independent of batching.
 
 from __future__ import annotations
 
-import contextlib
 import doctest
-import io
 
 from rstar2_agent.data import math_tasks
 from rstar2_agent.math import teacher
@@ -16,22 +14,7 @@ from rstar2_agent.math.prompts import question_prompt
 from rstar2_agent.math.search import is_correct, run_search
 from rstar2_agent.math.steps import FAILURE_ANSWERS, TOO_MANY_ERRORS
 from rstar2_agent.math.teacher import ScriptedTeacher
-
-
-class InTestExecutor:
-    """Runs the teacher's (scripted, trusted) code in-process."""
-
-    def run(self, codes):
-        out = []
-        for code in codes:
-            buf = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(buf):
-                    exec(code, {})  # noqa: S102 - the teacher's own scripted code
-                out.append(buf.getvalue())
-            except Exception as exc:  # noqa: BLE001
-                out.append(f"{type(exc).__name__}: {exc}")
-        return out
+from test_math_search import InTestExecutor
 
 
 def items(split: str, per_family: int = 1) -> list[dict]:
