@@ -59,7 +59,7 @@ import heapq
 import math
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -70,7 +70,7 @@ for _p in (str(_HERE.parent), str(_HERE)):
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from rstar2_agent.rollout.routing import CapacityScheduler, Ticket, choose_server  # noqa: E402,F401
+from rstar2_agent.rollout.routing import CapacityScheduler, Ticket  # noqa: E402
 
 ROUTER_YAML = _HERE.parent / "rstar2_agent" / "config" / "router" / "kv_capacity.yaml"
 
