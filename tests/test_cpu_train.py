@@ -274,6 +274,10 @@ def test_metrics_go_to_jsonl_and_to_an_offline_wandb_run(tmp_path, monkeypatch):
                                                          {"step": 1, "train/reward_mean": 0.5, "val/accuracy": 0.5}]
     assert any(line.startswith("wandb (offline)") for line in lines)
     assert list((tmp_path / "wandb").glob("offline-run-*"))  # nothing was sent anywhere
+    second = MetricsLog(tmp_path / "second", ["wandb"], "p", "e2", {}, echo=lines.append)
+    second.log(0, {"val/accuracy": 0.5})
+    second.close()
+    assert list((tmp_path / "second" / "wandb").glob("offline-run-*"))  # a later run in the process: its own dir
     assert plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="nope.*known.*mlflow"):
         MetricsLog(tmp_path, ["nope"], "p", "e", {})

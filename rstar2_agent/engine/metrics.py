@@ -74,6 +74,14 @@ def tracking_backends() -> list[str]:
     return list(Tracking.supported_backend)
 
 
+def _reset_wandb() -> None:
+    """Drop wandb's process-wide settings (read from the environment at its first setup and kept), so the
+    next `wandb.init` sees this run's WANDB_DIR and WANDB_MODE: verl's Tracking passes no `dir` or `mode`."""
+    import wandb
+
+    wandb.teardown()
+
+
 # where each verl backend writes, and the run-directory default we give it when the environment names none
 _BACKEND_PATHS = {"wandb": ("WANDB_DIR", ""), "tensorboard": ("TENSORBOARD_DIR", "tensorboard"),
                   "file": ("VERL_FILE_LOGGER_PATH", "verl_metrics.jsonl")}
@@ -104,6 +112,8 @@ class MetricsLog:
                 env[key] = os.environ.get(key, str(run_dir / default) if default else str(run_dir))
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
+        if "wandb" in backends:
+            _reset_wandb()  # wandb reads WANDB_DIR / WANDB_MODE once per process, at its first setup
         try:  # verl reads config["trainer"] (wandb_proxy) whenever a config is given
             tracking = Tracking(project, experiment, default_backend=backends, config={"trainer": {}, **config})
         finally:
@@ -130,8 +140,11 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.tracking is not None:
+            wandb_used = "wandb" in self.tracking.logger
             self.tracking.finish()
             self.tracking = None
+            if wandb_used:
+                _reset_wandb()  # the next run in this process reads its own settings
 
 
 def read_metrics(path: Path) -> list[dict]:
