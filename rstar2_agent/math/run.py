@@ -82,7 +82,8 @@ def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, exe
     stats = SearchStats()
     started = time.monotonic()
     mcts = cfg.mode == "mcts"
-    bar = progress_bar(len(todo) * (cfg.iterations if mcts else 1), "rollout" if mcts else "question")
+    units = cfg.iterations if mcts else 1  # progress units per question
+    bar = progress_bar(len(todo) * units, "rollout" if mcts else "question")
     finished, counted = [0], {}
 
     def progress() -> str:
@@ -98,7 +99,7 @@ def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, exe
     def on_done(tree: SearchTree) -> None:
         append_record(output, tree_record(tree.item, tree.root))
         finished[0] += 1
-        advance(tree, (cfg.iterations if mcts else 1) - counted.get(id(tree), 0))  # a tree that ended early
+        advance(tree, units - counted.get(id(tree), 0))  # a tree that ended early
         if bar.disable:
             log(f"[{finished[0]}/{len(todo)}] {progress()}")
 
@@ -108,13 +109,14 @@ def search_items(items: list[dict], cfg: SearchConfig, generator: Generator, exe
         advance(tree, 1)
 
     if cfg.save_intermediate_rollouts and mcts:
+        pending = {str(item["question"]) for item in todo}
         for snapshot in sorted(rollout_path(output, 1).parent.glob(f"rollout*.{Path(output).name}")):
-            drop_questions(snapshot, {str(item["question"]) for item in todo})  # an interrupted run's
+            drop_questions(snapshot, pending)  # an interrupted run's partial snapshots
 
     with bar:
         trees = run_search(todo, cfg, generator, executor, value_model, stats, on_done,
                            on_rollout if mcts else None)
-    if cfg.save_intermediate_rollouts and cfg.mode == "mcts" and trees:
+    if cfg.save_intermediate_rollouts and mcts and trees:
         from rstar2_agent.math.metrics import rollout_metrics
 
         metrics = rollout_metrics([(t.answer, t.rollout_answers) for t in trees])
