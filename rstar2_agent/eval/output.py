@@ -18,29 +18,12 @@ from typing import Iterable, Sequence
 
 from rstar2_agent.eval.data import EvalItem
 from rstar2_agent.eval.metrics import ALL
-from rstar2_agent.math.records import append_record
+from rstar2_agent.math.records import append_record, read_records  # a cut last line is skipped
 
 __all__ = ["RunFolder", "read_records", "format_table"]
 
 #: settings that must match for a rerun to resume (n may grow: more samples are added)
 SAME_ON_RESUME = ("data", "model", "temperature", "top_p", "max_tokens", "max_turns", "system_prompt")
-
-
-def read_records(path: Path) -> list[dict]:
-    """The JSON lines of `path`; a line that does not parse (a write cut by a kill) is skipped."""
-    if not path.exists():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
 
 
 class RunFolder:
