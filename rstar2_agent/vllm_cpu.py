@@ -12,13 +12,16 @@
 - `sampled_logprobs(completion)`: the log-probability of each token a completion sampled.
 
 Needs a Python where `import vllm` works (see rstar2_agent/verl_cpu/__init__.py for the venv recipe); nothing here
-imports vLLM before it is called.
+imports vLLM before it is called. Importing this module points vLLM's log at stderr (`VLLM_LOGGING_STREAM`,
+unless set): its default, stdout, would mix its log lines into the tables and JSON our commands print there.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any, Iterable, Optional
+
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine core in this process

@@ -113,7 +113,7 @@ def _vllm_reason() -> str | None:
     from rstar2_agent import vllm_cpu
 
     if not vllm_cpu.available():
-        return "vLLM is not installed in this Python (`import vllm` fails; bash install.sh --vllm installs it)"
+        return "vLLM is not installed in this Python (`import vllm` fails; bash install.sh installs it on x86-64 Linux)"
     return None
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rstar2_agent.rollout import AgentLoop, Generation, LoopConfig, ToolTurnFormat, render, truncate
+from rstar2_agent.rollout import AgentLoop, ContextFull, Generation, LoopConfig, ToolTurnFormat, render, truncate
 from rstar2_agent.tools import ToolResult
 from rstar2_agent.engine.generator import BatchingGenerator
 from rstar2_agent.engine.tiny import build_model, build_tokenizer
@@ -115,6 +115,22 @@ async def test_tool_turn_that_does_not_fit_is_not_appended():
     traj = await make_loop(EchoTool(), response_length=n1 + 10).run(prompt(), Scripted(turn1, "x"), {})
     assert traj.stats.finish_reason == "tool_response_too_long"
     assert traj.response_mask == [1] * n1  # ends on the model's turn
+
+
+async def test_a_full_context_ends_the_trajectory_and_keeps_its_turns():
+    turn1 = "Go.\n" + call("print(1)")
+    scripted = Scripted(turn1)
+
+    async def generate(request_id, token_ids, params):
+        if scripted.calls:  # the second turn no longer fits the served model's context
+            raise ContextFull("prompt of 900 tokens fills the model's context of 512")
+        return await scripted(request_id, token_ids, params)
+
+    traj = await make_loop(EchoTool()).run(prompt(), generate, {})
+    n1 = len(TOK.encode(turn1, add_special_tokens=False)) + 1
+    assert traj.stats.finish_reason == "context_full" and traj.stats.assistant_turns == 1
+    assert traj.response_mask[:n1] == [1] * n1 and 0 in traj.response_mask  # the turn and its tool output stay
+    assert not traj.infra_error
 
 
 async def test_max_assistant_turns():

@@ -1,5 +1,6 @@
 """The CPU engine's choice of generator (rstar2_agent/engine/backend.py): vLLM only where it imports and takes
-the model, the transformers `BatchingGenerator` otherwise (the system Python and CI, which have no vLLM)."""
+the model, the transformers `BatchingGenerator` otherwise (where install.sh left vLLM out: `--no-vllm`, or not
+x86-64 Linux)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,19 @@ def test_the_system_python_has_no_vllm_so_nothing_changes_there():
     if vllm_cpu.available():
         pytest.skip("vLLM imports here")
     assert backend.choose("auto", build_model(TOK).config, "/some/model/folder")[0] == "hf"
+
+
+@pytest.mark.parametrize("preset", [None, "ext://sys.stdout"])
+def test_vllm_logs_to_stderr_unless_told_otherwise(preset):
+    """Our commands print tables and JSON on stdout; vLLM's log (stdout by default) is sent to stderr when
+    rstar2_agent.vllm_cpu is imported, and a user's own VLLM_LOGGING_STREAM is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_STREAM"}
+    if preset:
+        env["VLLM_LOGGING_STREAM"] = preset
+    code = "import os, rstar2_agent.vllm_cpu; print(os.environ['VLLM_LOGGING_STREAM'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == (preset or "ext://sys.stderr")

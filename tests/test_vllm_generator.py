@@ -1,7 +1,7 @@
 """The engine's vLLM generator (rstar2_agent/engine/vllm_generator.py) against `BatchingGenerator`: the same
 greedy turns, the same stop semantics (EOS kept, a turn cut at a stop string gets the EOS appended), log-probs
 at softmax(logits / T), and new weights after `update_weights`. Runs only where `import vllm` works (after
-`bash install.sh --vllm`), with the default model (SmolLM2-135M; vLLM's CPU
+`bash install.sh` on x86-64 Linux), with the default model (SmolLM2-135M; vLLM's CPU
 attention rejects the tiny model's head size)."""
 
 from __future__ import annotations

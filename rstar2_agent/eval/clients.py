@@ -11,6 +11,10 @@ OpenAICompletionsGenerator`: its httpx settings, retries with backoff on transpo
 * the answer's ids are the choice's `token_ids` when the server returns them (vLLM with `return_token_ids`, our
   server), else its text encoded with the tokenizer (`token_ids_returned` counts which).
 
+A conversation longer than the server's context is not an error of the server: vLLM and SGLang answer 400
+naming their context length; the client learns it (`context_limit`), caps later turns' `max_tokens` to the room
+left, and raises `ContextFull` when there is none, which ends that trajectory ("context_full") and not the run.
+
 A turn stops at EOS or right after `</tool_call>` (the CPU engine's stop string; `include_stop_str_in_output`,
 and the string is put back when a server drops it), so a tool call is run as soon as it is written.
 """
@@ -18,6 +22,7 @@ and the string is put back when a server drops it), so a tool call is run as soo
 from __future__ import annotations
 
 import asyncio
+import re
 from types import SimpleNamespace
 from typing import Any, Mapping, Optional
 
@@ -25,13 +30,35 @@ import httpx
 
 from rstar2_agent.engine.generator import STOP_STRINGS
 from rstar2_agent.math.openai_backend import BackendError, OpenAICompletionsGenerator
-from rstar2_agent.rollout import Generation
+from rstar2_agent.rollout import ContextFull, Generation
 
-__all__ = ["CompletionsClient", "BackendError", "local_generator", "server_unreachable"]
+__all__ = ["CompletionsClient", "BackendError", "context_limit_in", "local_generator", "server_unreachable"]
+
+# vLLM: "This model's maximum context length is 2048 tokens. ...", "... longer than the maximum model length of
+# 2048", "max_tokens=4000 cannot be greater than max_model_len=2048"; SGLang: "... the model's context length
+# (2048 tokens)", "... maximum context length of 2048 tokens"
+_CONTEXT_LIMIT = re.compile(
+    r"(?:maximum context length|maximum model length|context length|max_model_len)\D{0,12}?(\d+)", re.I)
 
 
 def server_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.TransportError, BackendError))
+
+
+def context_limit_in(message: str) -> Optional[int]:
+    """The context length a server's refusal names, or None when it is about something else.
+
+    >>> context_limit_in("HTTP 400: This model's maximum context length is 325 tokens. However, you requested 64")
+    325
+    >>> context_limit_in("HTTP 400: max_tokens=4000 cannot be greater than max_model_len=2048. Please request fewer")
+    2048
+    >>> context_limit_in("HTTP 400: this server takes text prompts only") is None
+    True
+    """
+    if "HTTP 400" not in message and "HTTP 413" not in message:
+        return None
+    found = _CONTEXT_LIMIT.search(message)
+    return int(found.group(1)) if found else None
 
 
 class CompletionsClient:
@@ -47,6 +74,7 @@ class CompletionsClient:
         self.stop = list(stop)
         self.seed = seed
         self.token_prompts: Optional[bool] = None  # None: not known yet; False after a server refused ids
+        self.context_limit: Optional[int] = None  # the server's context length, once a refusal named it
         self.token_ids_returned = 0
         self.text_encoded = 0
         self.generated_tokens = 0
@@ -99,15 +127,34 @@ class CompletionsClient:
                 self.token_prompts = True
                 return body
             except BackendError as exc:
-                if self.token_prompts or "rejected" not in str(exc):
-                    raise  # a server that took ids before, or one that is down, is not a text-only server
+                if self.token_prompts or "rejected" not in str(exc) or context_limit_in(str(exc)) is not None:
+                    raise  # a server that took ids before, is down or found the prompt too long takes ids
                 self.token_prompts = False
         text = self.tokenizer.decode(token_ids, skip_special_tokens=False)
         return await self.api._post(self._http, self.body(text, params))
 
+    def fit(self, token_ids: list[int], params: Mapping[str, Any]) -> dict:
+        """`params` with `max_tokens` capped to the room the known context leaves; `ContextFull` when none."""
+        params = dict(params)
+        if self.context_limit is not None:
+            room = self.context_limit - len(token_ids)
+            if room < 1:
+                raise ContextFull(f"{len(token_ids)} tokens fill the served model's context of {self.context_limit}")
+            params["max_tokens"] = min(int(params.get("max_tokens", room)), room)
+        return params
+
     async def __call__(self, request_id: str, token_ids: list[int], sampling_params: Mapping[str, Any]) -> Generation:
         async with self._sem:
-            body = await self._complete(token_ids, sampling_params)
+            try:
+                body = await self._complete(token_ids, self.fit(token_ids, sampling_params))
+            except BackendError as exc:
+                limit = context_limit_in(str(exc))
+                if limit is None:
+                    raise
+                if limit == self.context_limit:  # refused within the known limit: the server counts more tokens
+                    raise ContextFull(str(exc)) from exc
+                self.context_limit = limit  # learnt once; this turn is asked again within it
+                body = await self._complete(token_ids, self.fit(token_ids, sampling_params))
         choices = body.get("choices") or []
         if not choices:
             raise BackendError(f"{self.base_url}/v1/completions answered without choices: {str(body)[:300]}")

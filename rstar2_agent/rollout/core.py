@@ -15,6 +15,8 @@ One trajectory:
 A tool call that the sandbox fails (judge unreachable, `queue_timeout` or `internal_error` after the tool's retries;
 `ToolResult.infra_error`) ends the trajectory at once with finish_reason "infra_error" and `Trajectory.infra_error`
 set; it is not counted as a tool error, and the trainers leave the trajectory out of selection and update.
+A `generate` that raises `ContextFull` (the conversation no longer fits the model's context: a served model's
+400, a local engine's refusal) ends the trajectory there with finish_reason "context_full", keeping what it has.
 
 Example (shapes): a 20-token prompt, a 30-token model turn with a tool call, a 25-token tool turn and a
 12-token answer give prompt_ids[20], response_ids[67], response_mask = [1]*30 + [0]*25 + [1]*12.
@@ -67,6 +69,11 @@ class GenerateFn(Protocol):
         ...
 
 
+class ContextFull(Exception):
+    """Raised by a `generate` when the prompt plus what the trajectory has so far leaves no room in the model's
+    context for another turn; the loop ends the trajectory (finish_reason "context_full") instead of failing."""
+
+
 @dataclasses.dataclass
 class TrajectoryStats:
     assistant_turns: int = 0
@@ -77,7 +84,7 @@ class TrajectoryStats:
     skipped_calls: int = 0  # calls beyond max_parallel_calls in one turn
     tool_latency_s: float = 0.0
     generation_s: float = 0.0
-    finish_reason: str = ""  # stop | length | max_turns | tool_response_too_long | infra_error
+    finish_reason: str = ""  # stop | length | max_turns | tool_response_too_long | infra_error | context_full
 
 
 @dataclasses.dataclass
@@ -195,8 +202,13 @@ class AgentLoop:
         while True:
             params = dict(sampling_params, max_tokens=cfg.response_length - len(mask))
             start = time.perf_counter()
-            out = await generate(request_id, prompt_ids + response_ids, params)
-            stats.generation_s += time.perf_counter() - start
+            try:
+                out = await generate(request_id, prompt_ids + response_ids, params)
+            except ContextFull:
+                stats.finish_reason = "context_full"
+                break
+            finally:
+                stats.generation_s += time.perf_counter() - start
             new_ids = list(out.token_ids)[: cfg.response_length - len(mask)]
             response_ids += new_ids
             mask += [1] * len(new_ids)

