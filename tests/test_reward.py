@@ -581,3 +581,26 @@ async def test_manager_on_verls_recorded_reward_batch(pool):
     data.non_tensor_batch["tool_extra_fields"][0].pop("model_spans")
     with pytest.raises(ValueError, match="cannot tell"):
         await manager.run_single(data)
+
+
+async def test_manager_does_not_score_a_trajectory_the_sandbox_failed(tokenizer):
+    """`infra_error` in the agent loop's extra fields: 0.0 at once, nothing decoded, no pool started; the same
+    sample without the flag is scored."""
+    from rstar2_agent.reward.verl_manager import CodeJudgeRewardManager
+
+    data = _batch(tokenizer, "model_spans")
+    correct = next(i for i, case in enumerate(MANAGER_CASES) if case[2] == 1.0)
+    row = data[correct:correct + 1]
+    row.non_tensor_batch["tool_extra_fields"][0]["infra_error"] = True
+
+    class NoPool:
+        broken, closed = None, False
+
+        async def ascore(self, *args):
+            raise AssertionError("a faulted trajectory reached the pool")
+
+    manager = CodeJudgeRewardManager(config=None, tokenizer=tokenizer, pool=NoPool())
+    assert await manager.run_single(row) == {"reward_score": 0.0, "reward_extra_info": {"acc": 0.0}}
+    row.non_tensor_batch["tool_extra_fields"][0]["infra_error"] = False
+    with pytest.raises(AssertionError, match="reached the pool"):
+        await manager.run_single(row)

@@ -23,6 +23,8 @@ What is scored, per sample:
   tensor shaped like ``responses``, at the index of that sample's last valid response token.
 * A sample with no valid response token scores 0.0 and nothing is written: writing at index
   ``valid_length - 1 = -1`` would put the reward on the last padding position (verl #6476).
+* A trajectory the sandbox failed (``infra_error`` in its ``tool_extra_fields``, set by our agent loop) is not
+  scored: it gets 0.0 without decoding or a pool call, and the RoC trainer drops it before selection anyway.
 
 Settings come from ``config.reward.reward_kwargs`` (``pool_workers``: pool processes, as the CPU engine's
 ``reward.pool_workers``; verl's ``reward.num_workers`` counts reward-loop workers) or constructor keywords:
@@ -56,6 +58,7 @@ __all__ = [
     "model_token_mask",
     "ground_truth_at",
     "place_scores",
+    "sandbox_failed",
 ]
 
 SPAN_SEPARATOR = "\n"
@@ -144,6 +147,13 @@ def model_token_mask(data: DataProto, row: int) -> torch.Tensor:
         f"{MODEL_SPANS!r} in tool_extra_fields, not a single-turn trajectory). Roll out with the rstar2_agent "
         "agent loop, or pass response_mask."
     )
+
+
+def sandbox_failed(data: DataProto, row: int) -> bool:
+    """Whether our agent loop marked ``row``'s trajectory ``infra_error`` (the sandbox failed one of its calls)."""
+    extra = data.non_tensor_batch.get("tool_extra_fields")
+    fields = extra[row] if extra is not None else None
+    return isinstance(fields, dict) and bool(fields.get("infra_error", False))
 
 
 def ground_truth_at(data: DataProto, index: int) -> str:
@@ -266,6 +276,8 @@ class CodeJudgeRewardManager(RewardManagerBase):
     async def run_single(self, data: DataProto) -> dict:
         """Score one sample (the last row for multi-output trajectories), without blocking the loop."""
         data = data[-1:]
+        if sandbox_failed(data, 0):  # not the model's doing, and never trained on: not worth a worker's time
+            return {"reward_score": 0.0, "reward_extra_info": {"acc": 0.0}}
         texts, truths, positions = await asyncio.get_running_loop().run_in_executor(None, self._prepare, data)
         score = 0.0 if positions[0] is None else await self.pool.ascore(texts[0], truths[0])
         return {"reward_score": score, "reward_extra_info": {"acc": score}}
