@@ -1,19 +1,27 @@
 """One self-evolution round: search with a scripted teacher, extract, SFT and PPM training on the tiny model;
-every phase logged; a rerun resumes (skips finished phases, redoes a missing one); the `math evolve` command
-end to end (tiny model, tiny limits, the code judge): metrics, wandb offline, the PNG, resume."""
+every phase logged; a rerun resumes (skips finished phases, redoes a missing one); a round with nothing to
+learn from carries the policy / PPM over (or stops clearly in round 1); two rounds chained as the command chains
+them; the `math evolve` command end to end (tiny model, tiny limits, the code judge): metrics, wandb offline,
+the PNG, resume."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
 import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from rstar2_agent.math import evolve
 from rstar2_agent.math.backends import TransformersGenerator
 from rstar2_agent.math.config import SearchConfig
 from rstar2_agent.math.extract import read_rows
 from rstar2_agent.math.ppm import PPMScorer
+from rstar2_agent.math.records import read_records
 from rstar2_agent.math.steps import Continuation
 from rstar2_agent.verl_cpu.models import save_tiny
 
@@ -50,6 +58,8 @@ class InTestExecutor:
         return out
 
 
+CFG = SearchConfig(n_generate_sample=2, iterations=4, max_depth=6, is_sampling=True, errors_threshold=1,
+                   save_intermediate_rollouts=False)
 FLAGS = ["--max_steps", "2", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
          "--learning_rate", "1e-3", "--save_strategy", "no"]
 
@@ -171,3 +181,190 @@ def test_overrides_reach_their_config_and_bad_ones_fail():
         split_overrides(["polcy.iterations=2"])
     with pytest.raises(SearchConfigError, match="not a pair option"):
         split_overrides(["pairs.margin=1"])
+
+
+# ---------------------------------------------------------------- rounds with nothing to learn from
+
+
+class ErrorWordTeacher(Teacher):
+    """As :class:`Teacher`, but the code says "error" in a comment: the correct traces are not SFT material
+    (a trace containing "error" is skipped) while the pairs (right code step vs wrong answer) are still there."""
+
+    def generate(self, prompts, n, params):
+        out = super().generate(prompts, n, params)
+        return [[replace(c, text=c.text.replace("print(x)\n", "print(x)  # error-free\n")) for c in row]
+                for row in out]
+
+
+class WrongTeacher(Teacher):
+    """As :class:`Teacher`, but every answer is wrong: no correct trace and no pair anywhere."""
+
+    def generate(self, prompts, n, params):
+        out = super().generate(prompts, n, params)
+        for p, row in zip(prompts, out):
+            k = int(re.search(r"What is (\d)\+", p).group(1))
+            for i, c in enumerate(row):
+                row[i] = replace(c, text=c.text.replace(f"\\boxed{{{2 * k}}}", f"\\boxed{{{2 * k + 3}}}"))
+        return out
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metrics_lines(work: Path) -> list[dict]:
+    return [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+
+
+def fake_ppm(folder: Path) -> Path:
+    """An earlier round's PPM as the phases see it: a model folder plus ``value_head.bin`` (never loaded here)."""
+    save_tiny(str(folder), seed=1)
+    (folder / "value_head.bin").write_bytes(b"earlier round's value head")
+    return folder
+
+
+def test_no_correct_trace_carries_the_policy_over_and_the_ppm_still_trains(tmp_path, capsys):
+    policy = save_tiny(str(tmp_path / "policy0"), seed=0)
+    work = tmp_path / "evolve"
+    layout = evolve.evolve_round(work, 2, ITEMS, policy, ErrorWordTeacher(), InTestExecutor(), CFG,
+                                 sft_flags=FLAGS, ppm_flags=FLAGS)
+    lines = metrics_lines(work)
+    assert [(x["phase"], x.get("skipped", False)) for x in lines] == [
+        ("search", False), ("extract", False), ("sft", False), ("ppm", False)]
+    assert (lines[1]["sft_examples"], lines[1]["pairs"]) == (0, 3)
+    assert lines[2]["carried_over"] is True and "no correct trace" in lines[2]["reason"]
+    assert "steps" not in lines[2]  # nothing trained
+    assert folder_bytes(layout.policy) == folder_bytes(Path(policy))  # the input policy, unchanged
+    assert not layout.policy.with_name("policy.partial").exists()
+    assert lines[3]["steps"] == 2 and "carried_over" not in lines[3]  # the PPM trains from the carried policy
+    assert "round 2: no correct trace to train on" in capsys.readouterr().err
+    TransformersGenerator.from_pretrained(str(layout.policy))  # the next round loads it as any policy
+
+    # a rerun skips the carried-over phase like a trained one
+    evolve.evolve_round(work, 2, ITEMS, policy, ErrorWordTeacher(), InTestExecutor(), CFG,
+                        sft_flags=FLAGS, ppm_flags=FLAGS)
+    assert [(x["phase"], x.get("skipped", False)) for x in metrics_lines(work)[4:]] == [
+        ("search", True), ("extract", True), ("sft", True), ("ppm", True)]
+
+
+def test_no_pairs_stops_in_round_one_and_carries_an_earlier_ppm_over(tmp_path, capsys):
+    policy = save_tiny(str(tmp_path / "policy0"), seed=0)
+    work = tmp_path / "evolve"
+    with pytest.raises(evolve.NoPairsError, match=r"round 1: no preference pairs in .*pairs\.jsonl .*both a "
+                                                  r"correct and a wrong step.*no earlier PPM.*a teacher that "
+                                                  r"makes mistakes"):
+        evolve.evolve_round(work, 1, ITEMS, policy, WrongTeacher(), InTestExecutor(), CFG,
+                            sft_flags=FLAGS, ppm_flags=FLAGS)
+    assert [x["phase"] for x in metrics_lines(work)] == ["search", "extract"]  # stopped before any training
+    assert metrics_lines(work)[1]["pairs"] == 0
+    layout = evolve.round_layout(work, 1)
+    assert not layout.policy.exists() and not layout.ppm.exists()
+
+    # with an earlier round's PPM the same round goes on: policy and PPM both carried over
+    ppm_in = fake_ppm(tmp_path / "ppm_earlier")
+    evolve.evolve_round(work, 1, ITEMS, policy, WrongTeacher(), InTestExecutor(), CFG, sft_flags=FLAGS,
+                        ppm_flags=FLAGS, ppm_in=ppm_in)
+    lines = metrics_lines(work)[2:]
+    assert [(x["phase"], x.get("skipped", False)) for x in lines] == [
+        ("search", True), ("extract", True), ("sft", False), ("ppm", False)]
+    assert lines[2]["carried_over"] is True and lines[3]["carried_over"] is True
+    assert "no preference pairs" in lines[3]["reason"] and lines[3]["from"] == str(ppm_in)
+    assert folder_bytes(layout.ppm) == folder_bytes(ppm_in)
+    assert folder_bytes(layout.policy) == folder_bytes(Path(policy))
+    err = capsys.readouterr().err
+    assert "round 1: no correct trace" in err and "round 1: no preference pairs to train on" in err
+
+
+def test_no_pairs_error_reaches_the_command_as_an_error_line(monkeypatch):
+    """`math evolve` turns NoPairsError (a ValueError) into `error: <message>`, no traceback."""
+    from rstar2_agent.math import evolve_cli
+
+    def no_pairs(args):
+        raise evolve.NoPairsError(evolve.no_pairs_message(1, Path("run/round_01/pairs.jsonl")))
+
+    monkeypatch.setattr(evolve_cli, "run_evolve", no_pairs)
+    with pytest.raises(SystemExit, match=r"^error: round 1: no preference pairs in run/round_01/pairs\.jsonl"):
+        evolve_cli.run_evolve_command(argparse.Namespace(rounds=1))
+
+
+# ---------------------------------------------------------------- two rounds chained
+
+
+class TeacherCodeExecutor(InTestExecutor):
+    """Runs only code the scripted teacher writes; anything else (the round-2 policy's samples) gets an error
+    observation instead of being executed."""
+
+    TEACHER_LINE = re.compile(r"(x = \d \+ \d|print\(x\))?")
+
+    def run(self, codes):
+        ours = [all(self.TEACHER_LINE.fullmatch(line) for line in c.splitlines()) for c in codes]
+        return [InTestExecutor.run(self, [c])[0] if mine else "NameError: not run" for c, mine in zip(codes, ours)]
+
+
+def test_two_rounds_chained_as_the_command_chains_them(tmp_path):
+    """Round 1 searches with the teacher; round 2 with round 1's policy + PPM (:func:`.evolve_cli.round_searcher`,
+    sft_sample_mcts-like: PPM-valued MCTS) and starts its SFT from round 1's policy."""
+    from rstar2_agent.math import evolve_cli
+
+    policy0 = save_tiny(str(tmp_path / "policy0"), seed=0)
+    configs = {"teacher": CFG,
+               "policy": SearchConfig(n_generate_sample=2, iterations=2, max_depth=3, max_tokens=12,
+                                      is_sampling=True, need_value_func=True, update_leaf_value=True,
+                                      errors_threshold=1, save_intermediate_rollouts=False)}
+    work = tmp_path / "evolve"
+    policy_in, ppm_in, layouts = policy0, None, {}
+    for r in (1, 2):
+        generator, value_model, cfg = evolve_cli.round_searcher(r, Teacher(), policy_in, ppm_in, configs,
+                                                                "transformers")
+        layouts[r] = evolve.evolve_round(work, r, ITEMS, policy_in, generator, TeacherCodeExecutor(), cfg,
+                                         value_model, sft_flags=FLAGS, ppm_flags=FLAGS, ppm_in=ppm_in)
+        if r == 2:  # the search really ran on round 1's models
+            assert generator.obj is not None and value_model.obj is not None
+        policy_in, ppm_in = layouts[r].policy, layouts[r].ppm
+    lines = metrics_lines(work)
+    assert [(x["round"], x["phase"], x.get("skipped", False)) for x in lines] == [
+        (r, phase, False) for r in (1, 2) for phase in ("search", "extract", "sft", "ppm")]
+    assert {str(rec["question"]) for rec in read_records(layouts[2].trees)} == {x["question"] for x in ITEMS}
+    assert layouts[2].sft.is_file() and layouts[2].pairs.is_file()
+    assert (layouts[2].policy / "config.json").is_file() and (layouts[2].ppm / "value_head.bin").is_file()
+    assert (lines[1]["sft_examples"], lines[1]["pairs"]) == (3, 3) and lines[2]["steps"] == lines[3]["steps"] == 2
+    # round 2's tiny policy (two SFT steps) writes noise: no correct trace, no pair. Before the carry-over this
+    # crashed in the sft phase; now round 1's policy and PPM go on, byte for byte
+    assert (lines[5]["sft_examples"], lines[5]["pairs"]) == (0, 0)
+    assert lines[6]["carried_over"] is True and lines[6]["from"] == str(layouts[1].policy)
+    assert lines[7]["carried_over"] is True and lines[7]["from"] == str(layouts[1].ppm)
+    assert folder_bytes(layouts[2].policy) == folder_bytes(layouts[1].policy)
+    assert folder_bytes(layouts[2].ppm) == folder_bytes(layouts[1].ppm)
+    # the PPM valued round 2's new nodes (a value that is neither 0 nor a terminal's +-1)
+    values = [node["value"] for rec in read_records(layouts[2].trees) for node in rec["rstar"].values()]
+    assert any(v not in (0.0, 1.0, -1.0) for v in values)
+    TransformersGenerator.from_pretrained(str(layouts[2].policy))
+    assert len(PPMScorer.from_pretrained(layouts[2].ppm).score(["<code>\nx = 1\n<end_of_step>\n"])) == 1
+
+
+def test_the_command_passes_each_round_the_previous_policy_and_ppm(tmp_path, monkeypatch):
+    """run_evolve's loop: round 1 gets the starting model and no PPM (ppm_in None), round r the folders of round
+    r - 1 (the rounds themselves are recorded, not run)."""
+    from rstar2_agent.math import evolve_cli
+
+    calls = []
+
+    def fake_round(workdir, round_no, items, policy_in, generator, executor, cfg, value_model=None, **kw):
+        calls.append((round_no, str(policy_in), kw["ppm_in"] and str(kw["ppm_in"]), generator, value_model))
+        return evolve.round_layout(workdir, round_no)
+
+    monkeypatch.setattr(evolve, "evolve_round", fake_round)
+    monkeypatch.setattr(evolve_cli, "_heldout_pairs", lambda *a, **k: [])
+    monkeypatch.setattr(evolve_cli, "_ppm_heldout", lambda *a, **k: None)
+    parser = argparse.ArgumentParser()
+    evolve_cli.add_arguments(parser)
+    out = tmp_path / "run"
+    args = parser.parse_args(["--rounds", "3", "--out", str(out), "--model", "MODEL", "--train-limit", "2",
+                              "--modes", "", "--logger", "none"])
+    evolve_cli.run_evolve(args, executor=InTestExecutor(), log=lambda _: None)
+    assert [c[:3] for c in calls] == [
+        (1, "MODEL", None),
+        (2, str(out / "round_01" / "policy"), str(out / "round_01" / "ppm")),
+        (3, str(out / "round_02" / "policy"), str(out / "round_02" / "ppm"))]
+    assert calls[0][4] is None and all(isinstance(c[3], evolve_cli.Lazy) and isinstance(c[4], evolve_cli.Lazy)
+                                       for c in calls[1:])

@@ -19,6 +19,18 @@ ppm         :func:`.ppm_train.train_ppm` from the new     ``ppm/value_head.bin``
             SFT policy)
 ==========  ==========================================  ==============================================
 
+A round whose search found nothing to learn from carries over instead of training (training on no rows would
+fail, and the next round still needs a policy and a PPM where it looks for them):
+
+* ``sft.jsonl`` has no rows (no question got a correct, error-free trace): the policy the round started with
+  is copied to ``policy/``; the sft metrics line says ``"carried_over": true`` and why, and a warning is
+  printed.
+* ``pairs.jsonl`` has no rows (no question had both a correct and a wrong step under one node): the previous
+  round's PPM (``ppm_in``) is copied to ``ppm/`` in the same way; with no previous PPM (round 1) the round
+  stops with :class:`NoPairsError` right after extraction, before any training.
+
+A carried-over folder is a plain copy, so resume and the next round treat it like a trained one.
+
 Each phase appends one line to ``<workdir>/metrics.jsonl`` (round, phase, seconds, counts, training
 metrics; ``"skipped": true`` on a resumed phase). The generator (teacher or policy backend) and the code
 executor are passed in, so the same round runs on the code judge with a real model or, in the tests, with a
@@ -36,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +58,8 @@ from typing import Callable, Optional, Sequence
 from rstar2_agent.math.config import SearchConfig
 from rstar2_agent.math.records import pending_items
 
-__all__ = ["RoundLayout", "round_layout", "append_metrics", "run_phase", "flags_namespace", "evolve_round",
-           "evaluate_round"]
+__all__ = ["RoundLayout", "NoPairsError", "round_layout", "append_metrics", "run_phase", "flags_namespace",
+           "has_rows", "copy_folder", "carry_over", "no_pairs_message", "evolve_round", "evaluate_round"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,64 @@ def run_phase(name: str, round_no: int, done: Callable[[], bool], work: Callable
     return True
 
 
+class NoPairsError(ValueError):
+    """A round extracted no preference pairs and there is no earlier PPM to carry over."""
+
+
+def has_rows(path: Path) -> bool:
+    """True when the data file :func:`.extract.write_rows` wrote holds at least one row (JSONL: a non-blank
+    line; ``.json``: a non-empty list). Decides whether a training phase has anything to train on.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.jsonl").write_text("\\n"); _ = (d / "b.jsonl").write_text('{"query": "q"}\\n')
+    >>> has_rows(d / "a.jsonl"), has_rows(d / "b.jsonl")
+    (False, True)
+    """
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return bool(json.loads(text or "[]"))
+    return any(line.strip() for line in text.splitlines())
+
+
+def copy_folder(src: str | Path, dst: Path) -> None:
+    """Copy the model folder ``src`` to ``dst`` through a temporary sibling renamed at the end, so an
+    interrupted copy never looks like a finished phase (the phases' done checks look for files in ``dst``)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: cannot carry it over, not a local model folder")
+    partial = dst.with_name(dst.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(src, partial)
+    if dst.exists():
+        shutil.rmtree(dst)
+    partial.rename(dst)
+
+
+def carry_over(src: str | Path, dst: Path, round_no: int, reason: str,
+               warn: Callable[[str], None]) -> dict:
+    """Copy ``src`` to ``dst`` instead of training, warn, and return the phase's metrics fields."""
+    copy_folder(src, dst)
+    warn(f"round {round_no}: {reason} unchanged ({src} -> {dst})")
+    return {"carried_over": True, "reason": reason, "from": str(src)}
+
+
+def no_pairs_message(round_no: int, pairs: Path) -> str:
+    """What happened and what to do when a round has no pairs and no earlier PPM.
+
+    >>> print(no_pairs_message(1, Path("out/round_01/pairs.jsonl")))  # doctest: +ELLIPSIS
+    round 1: no preference pairs in out/round_01/pairs.jsonl ... remove out/round_01 and rerun ...
+    """
+    return (f"round {round_no}: no preference pairs in {pairs} (no question had both a correct and a wrong step "
+            f"under one node) and no earlier PPM to carry over, so there is no PPM to train or keep; remove "
+            f"{pairs.parent} and rerun with more questions (--train-limit), more search (iterations=, "
+            f"n_generate_sample=) or a teacher that makes mistakes")
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def flags_namespace(add_flags: Callable, defaults: dict, required: Sequence[str], extra: Sequence[str] = ()):
     """The parsed training flags (:func:`.ppm_train.add_training_flags`) of ``required + extra``: a round
     trains with exactly the flags ``rstar2-agent math sft|ppm`` takes."""
@@ -104,9 +176,12 @@ def flags_namespace(add_flags: Callable, defaults: dict, required: Sequence[str]
 def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], policy_in: str | Path,
                  generator, executor, search_cfg: SearchConfig, value_model=None,
                  sft_flags: Sequence[str] = (), ppm_flags: Sequence[str] = (), sft_n: int = 2,
-                 pair_options: Optional[dict] = None, on_phase: Optional[Callable[[str], None]] = None
+                 pair_options: Optional[dict] = None, on_phase: Optional[Callable[[str], None]] = None,
+                 ppm_in: str | Path | None = None, warn: Callable[[str], None] = _stderr_warning
                  ) -> RoundLayout:
-    """Search, extract, train the policy and the PPM for one round (see the module docstring)."""
+    """Search, extract, train the policy and the PPM for one round (see the module docstring). ``ppm_in``: the
+    previous round's PPM folder (None in round 1), carried over when the round has no pairs; ``warn`` gets
+    the carry-over warnings (default: stderr)."""
     from rstar2_agent.math import extract, ppm_train, sft
     from rstar2_agent.math.run import search_items
 
@@ -128,6 +203,9 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
         return {"sft_examples": len(sft_rows), "pairs": len(pairs)}
 
     def train_policy() -> dict:
+        if not has_rows(layout.sft):
+            return carry_over(policy_in, layout.policy, round_no,
+                              "no correct trace to train on; the policy is carried over", warn)
         args = flags_namespace(ppm_train.add_training_flags, sft.SFT_DEFAULTS,
                                ["--model_name_or_path", str(policy_in), "--train_file", str(layout.sft),
                                 "--output_dir", str(layout.policy)], sft_flags)
@@ -135,6 +213,9 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
                              max_length=args.max_length)
 
     def train_ppm() -> dict:
+        if not has_rows(layout.pairs):
+            return carry_over(ppm_in, layout.ppm, round_no,
+                              "no preference pairs to train on; the previous PPM is carried over", warn)
         args = flags_namespace(ppm_train.add_training_flags, ppm_train.PPM_DEFAULTS,
                                ["--model_name_or_path", str(layout.policy), "--train_file", str(layout.pairs),
                                 "--output_dir", str(layout.ppm)], ppm_flags)
@@ -145,8 +226,14 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
               search, metrics, on_phase)
     run_phase("extract", round_no, lambda: layout.sft.exists() and layout.pairs.exists(), extract_data, metrics,
               on_phase)
+
+    def ppm_done() -> bool:
+        return (layout.ppm / "value_head.bin").exists()
+
+    if ppm_in is None and not ppm_done() and not has_rows(layout.pairs):
+        raise NoPairsError(no_pairs_message(round_no, layout.pairs))  # before the SFT spends its time
     run_phase("sft", round_no, lambda: (layout.policy / "config.json").exists(), train_policy, metrics, on_phase)
-    run_phase("ppm", round_no, lambda: (layout.ppm / "value_head.bin").exists(), train_ppm, metrics, on_phase)
+    run_phase("ppm", round_no, ppm_done, train_ppm, metrics, on_phase)
     return layout
 
 

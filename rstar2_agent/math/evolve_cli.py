@@ -15,7 +15,9 @@ each round in ``DIR/round_NN/``):
    sized for CPU); later rounds with the previous round's policy + PPM (``evolve_policy.yaml``,
    sft_sample_mcts sized for CPU);
 2. **extract** SFT traces and preference pairs; 3. **sft** the policy (from the previous round's policy);
-   4. **ppm**: train the PPM from the new policy;
+   4. **ppm**: train the PPM from the new policy. A round with no SFT trace carries its input policy over, one
+   with no pairs the previous round's PPM (a warning, ``"carried_over": true`` in the metrics line); round 1
+   without pairs stops with an error (:mod:`.evolve`);
 5. **eval** on the held-out questions: greedy (``evolve_greedy.yaml``), beam search + PPM (``evolve_beam.yaml``)
    and MCTS + PPM (``evolve_mcts.yaml``), pass@1 of the best-valued answer into ``round_NN/eval_<mode>.jsonl``;
    and the PPM's pair accuracy on held-out pairs (**ppm_heldout**).
@@ -50,7 +52,7 @@ from rstar2_agent.math import evolve
 from rstar2_agent.math.config import SearchConfig, SearchConfigError, load_config, parse_overrides
 
 __all__ = ["PRESET", "EVAL_MODES", "SFT_FLAGS", "PPM_FLAGS", "split_overrides", "flag_list", "bundled_items",
-           "round_scores", "plot_rounds", "run_evolve", "add_command"]
+           "round_scores", "plot_rounds", "round_searcher", "run_evolve", "add_command"]
 
 # the search config of each role (bundled names, rstar2_agent/config/math/)
 PRESET = {"teacher": "evolve_teacher", "policy": "evolve_policy", "greedy": "evolve_greedy",
@@ -310,6 +312,18 @@ def _make_generator(model_dir: str, backend: str, cfg: SearchConfig):
     return make_generator(argparse.Namespace(backend=backend, model_dir=model_dir, base_url=None), cfg)
 
 
+def round_searcher(round_no: int, teacher, policy_in, ppm_in, configs: dict[str, SearchConfig],
+                   backend: str = "auto") -> tuple:
+    """(generator, value model, search config) of round ``round_no``'s search: round 1 the teacher without a
+    PPM; later rounds the previous round's policy and PPM (both loaded on first use, :class:`Lazy`)."""
+    if round_no == 1:
+        return teacher, None, configs["teacher"]
+    from rstar2_agent.math.ppm import PPMScorer
+
+    generator = Lazy(lambda: _make_generator(str(policy_in), backend, configs["policy"]))
+    return generator, Lazy(lambda: PPMScorer.from_pretrained(ppm_in)), configs["policy"]
+
+
 def run_evolve(args, executor=None, log: Callable[[str], None] = print) -> dict[int, dict[str, float]]:
     """The whole run (see the module docstring); returns :func:`round_scores`. ``executor``: a code executor
     to use instead of the code judge (tests)."""
@@ -372,6 +386,9 @@ def run_evolve(args, executor=None, log: Callable[[str], None] = print) -> dict[
         bar.set_description(f"evolve round {current['round']}: {name}")
         bar.update(1)
 
+    def warn(message: str) -> None:
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
     try:
         heldout_pairs = _heldout_pairs(out, held, teacher, executor, configs["teacher"], pair_options, on_phase)
         if "greedy" in modes:
@@ -380,15 +397,10 @@ def run_evolve(args, executor=None, log: Callable[[str], None] = print) -> dict[
         policy_in, ppm_in = model, None
         for r in range(1, args.rounds + 1):
             current["round"] = r
-            if r == 1:
-                generator, value_model, cfg = teacher, None, configs["teacher"]
-            else:
-                generator = Lazy(lambda p=policy_in: _make_generator(str(p), args.backend, configs["policy"]))
-                value_model = Lazy(lambda p=ppm_in: PPMScorer.from_pretrained(p))
-                cfg = configs["policy"]
+            generator, value_model, cfg = round_searcher(r, teacher, policy_in, ppm_in, configs, args.backend)
             layout = evolve.evolve_round(out, r, train, policy_in, generator, executor, cfg, value_model,
                                          sft_flags=sft_flags, ppm_flags=ppm_flags, pair_options=pair_options,
-                                         on_phase=on_phase)
+                                         on_phase=on_phase, ppm_in=ppm_in, warn=warn)
             policy = Lazy(lambda p=layout.policy: _make_generator(str(p), args.backend, configs["greedy"]))
             ppm = Lazy(lambda p=layout.ppm: PPMScorer.from_pretrained(p))
             _evaluate(out, r, held, policy, executor, {m: configs[m] for m in modes}, ppm, on_phase)
