@@ -11,6 +11,7 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 
 from rstar2_agent.reward import RewardPool, RewardPoolClosedError, answers_equal, compute_score, math_verify_equal
@@ -22,13 +23,19 @@ from rstar2_agent.reward.pool import RewardPoolBrokenError
 
 
 def sleepy_score(solution: str, truth: str) -> float:
-    """Sleep ``float(truth)`` seconds, then score 1.0."""
+    """Write this worker's pid to the file `solution` names (if any), sleep ``float(truth)`` seconds, score the pid."""
+    if solution:
+        with open(solution, "w") as marker:
+            marker.write(str(os.getpid()))
     time.sleep(float(truth))
-    return 1.0
+    return float(os.getpid())
 
 
 def raising_score(solution: str, truth: str) -> float:
-    raise ZeroDivisionError("boom")
+    """Raise for the truth "boom", else score the worker's pid."""
+    if truth == "boom":
+        raise ZeroDivisionError("boom")
+    return float(os.getpid())
 
 
 def pid_score(solution: str, truth: str) -> float:
@@ -264,34 +271,10 @@ def test_pool_scores_in_order(pool):
     assert pool.score_many([]) == []
 
 
-async def test_pool_async_variants(pool):
+async def test_pool_async_scoring(pool):
     pairs = [(r"\boxed{\frac12}", "0.5"), (r"\boxed{3}", "4"), (r"\boxed{x=3}", "3")]
-    assert await pool.ascore_many(pairs) == [1.0, 0.0, 1.0]
-    singles = await asyncio.gather(*(pool.ascore(s, t) for s, t in pairs))
-    assert singles == [1.0, 0.0, 1.0]
-
-
-def test_pathological_inputs_score_zero_and_pool_recovers():
-    with RewardPool(num_workers=2, timeout_s=1.5) as p:
-        assert p.score(r"\boxed{1}", "1") == 1.0  # workers ready
-        before = set(p.worker_pids())
-        pairs = [(r"\boxed{9^{9^{9^{9}}}}", "1"), (r"\boxed{(10^{7})!}", "1"), (r"\boxed{2}", "2")]
-        assert p.score_many(pairs) == [0.0, 0.0, 1.0]
-        # math-verify spends its own 3 s limit on (10^7)!, so the pool's 1.5 s limit kills that worker
-        assert p.stats["timeouts"] == 1
-        assert set(p.worker_pids()) != before
-        assert p.score_many([(r"\boxed{2}", "2"), (r"\boxed{3}", "2")]) == [1.0, 0.0]
-
-
-def test_timeout_kills_and_replaces_worker():
-    with RewardPool(num_workers=1, timeout_s=0.5, score_fn=sleepy_score) as p:
-        assert p.score("x", "0") == 1.0
-        (old_pid,) = p.worker_pids()
-        assert p.score("x", "60") == 0.0  # would sleep a minute: killed at 0.5 s
-        (new_pid,) = p.worker_pids()
-        assert new_pid != old_pid
-        assert p.stats["timeouts"] == 1 and p.stats["restarts"] == 1
-        assert p.score("x", "0") == 1.0
+    scores = await asyncio.gather(*(asyncio.wrap_future(pool.submit(s, t)) for s, t in pairs))
+    assert scores == [1.0, 0.0, 1.0]
 
 
 def _wait_until(predicate, limit_s: float = 20.0) -> None:
@@ -301,41 +284,80 @@ def _wait_until(predicate, limit_s: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_worker_killed_mid_item_is_replaced():
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _live_descendants() -> set[int]:
+    """This process's live descendants: the pools' workers (forkserver's children) among them."""
+    return {c.pid for c in psutil.Process().children(recursive=True) if not _gone(c.pid)}
+
+
+def _start_busy_item(p, tmp_path):
+    """Submit a 60 s `sleepy_score` item; its future and, once a worker runs it, that worker's pid."""
+    marker = tmp_path / "busy_pid"
+    future = p.submit(str(marker), "60")
+    _wait_until(lambda: marker.exists() and marker.read_text() != "")
+    return future, int(marker.read_text())
+
+
+def test_pathological_inputs_score_zero_and_pool_recovers():
+    with RewardPool(num_workers=2, timeout_s=1.5) as p:
+        assert p.submit(r"\boxed{1}", "1").result() == 1.0  # workers ready
+        before = _live_descendants()
+        pairs = [(r"\boxed{9^{9^{9^{9}}}}", "1"), (r"\boxed{(10^{7})!}", "1"), (r"\boxed{2}", "2")]
+        assert p.score_many(pairs) == [0.0, 0.0, 1.0]
+        # math-verify spends its own 3 s limit on (10^7)!, so the pool's 1.5 s limit kills that worker
+        assert p.stats["timeouts"] == 1
+        _wait_until(lambda: any(_gone(pid) for pid in before))
+        assert p.score_many([(r"\boxed{2}", "2"), (r"\boxed{3}", "2")]) == [1.0, 0.0]
+
+
+def test_timeout_kills_and_replaces_worker():
+    with RewardPool(num_workers=1, timeout_s=0.5, score_fn=sleepy_score) as p:
+        old_pid = int(p.submit("", "0").result())
+        assert p.submit("", "60").result(timeout=20) == 0.0  # would sleep a minute: killed at 0.5 s
+        assert p.stats["timeouts"] == 1
+        _wait_until(lambda: _gone(old_pid))
+        new_pid = int(p.submit("", "0").result(timeout=20))  # the only worker is a new one
+        assert new_pid != old_pid and not _gone(new_pid)
+
+
+def test_worker_killed_mid_item_is_replaced(tmp_path):
     with RewardPool(num_workers=1, timeout_s=60.0, score_fn=sleepy_score) as p:
-        assert p.score("x", "0") == 1.0
-        future = p.submit("x", "60")
-        _wait_until(lambda: p.busy_worker_pids() != [])
-        (victim,) = p.busy_worker_pids()
+        future, victim = _start_busy_item(p, tmp_path)
         os.kill(victim, signal.SIGKILL)
         assert future.result(timeout=20) == 0.0
         assert p.stats["crashes"] == 1
-        assert victim not in p.worker_pids()
-        assert p.score("x", "0") == 1.0
+        assert int(p.submit("", "0").result(timeout=20)) not in (0, victim)
 
 
-def test_a_cancelled_running_item_stops_its_worker():
+def test_a_cancelled_running_item_stops_its_worker(tmp_path):
     with RewardPool(num_workers=1, timeout_s=60.0, score_fn=sleepy_score) as p:
-        assert p.score("x", "0") == 1.0
-        future = p.submit("x", "60")
-        _wait_until(lambda: p.busy_worker_pids() != [])
-        (busy,) = p.busy_worker_pids()
+        future, busy = _start_busy_item(p, tmp_path)
         assert future.cancel()
-        _wait_until(lambda: busy not in p.worker_pids(wait_s=0))
-        assert p.score("x", "0") == 1.0  # well before the 60 s item would have ended
+        _wait_until(lambda: _gone(busy))
+        # well before the 60 s item would have ended, a new worker scores
+        assert int(p.submit("", "0").result(timeout=20)) not in (0, busy)
 
 
 def test_score_fn_error_scores_zero_and_worker_survives():
     with RewardPool(num_workers=1, timeout_s=5.0, score_fn=raising_score) as p:
-        assert p.score_many([("a", "b"), ("c", "d")]) == [0.0, 0.0]
-        assert p.stats["errors"] == 2 and p.stats["restarts"] == 0
+        pid = p.submit("a", "b").result()
+        assert p.score_many([("a", "boom"), ("c", "boom")]) == [0.0, 0.0]
+        assert p.stats["errors"] == 2
+        assert p.submit("a", "b").result() == pid  # the same worker
 
 
 def test_scoring_never_runs_in_caller_process():
     with RewardPool(num_workers=2, timeout_s=5.0, score_fn=pid_score) as p:
-        pids = set(p.score_many([("a", "b")] * 6))
-        assert os.getpid() not in {int(x) for x in pids}
-        assert {int(x) for x in pids} <= set(p.worker_pids())
+        pids = {int(x) for x in p.score_many([("a", "b")] * 6)}
+        assert os.getpid() not in pids
+        assert pids <= _live_descendants()
 
 
 def test_pool_clear_errors():
@@ -356,27 +378,28 @@ def test_pool_rejects_bad_pairs(pool):
         pool.score_many([("a", "b"), ("only one",)])
     with pytest.raises(TypeError, match="two str"):
         pool.score_many([("a", 5)])
+    with pytest.raises(TypeError, match="two str"):
+        pool.submit("a", 5)
 
 
 def test_closed_pool_raises():
     p = RewardPool(num_workers=1, timeout_s=5.0)
-    assert p.score(r"\boxed{1}", "1") == 1.0
+    assert p.submit(r"\boxed{1}", "1").result() == 1.0
     p.close()
     p.close()  # idempotent
     assert p.closed
     with pytest.raises(RewardPoolClosedError):
-        p.score(r"\boxed{1}", "1")
+        p.submit(r"\boxed{1}", "1")
 
 
-def test_close_fails_in_flight_items_and_stops_workers():
+def test_close_fails_in_flight_items_and_stops_workers(tmp_path):
     p = RewardPool(num_workers=1, timeout_s=60.0, score_fn=sleepy_score)
-    assert p.score("x", "0") == 1.0
-    (pid,) = p.worker_pids()
-    future = p.submit("x", "60")
-    _wait_until(lambda: p.busy_worker_pids() != [])
+    future, pid = _start_busy_item(p, tmp_path)
+    queued = p.submit("", "0")  # waits behind the busy item
     p.close()
-    with pytest.raises(RewardPoolClosedError):
-        future.result(timeout=20)
+    for unfinished in (future, queued):
+        with pytest.raises(RewardPoolClosedError):
+            unfinished.result(timeout=20)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # the worker is gone (killed and reaped)
 
@@ -596,7 +619,7 @@ async def test_manager_does_not_score_a_trajectory_the_sandbox_failed(tokenizer)
     class NoPool:
         broken, closed = None, False
 
-        async def ascore(self, *args):
+        def submit(self, *args):
             raise AssertionError("a faulted trajectory reached the pool")
 
     manager = CodeJudgeRewardManager(config=None, tokenizer=tokenizer, pool=NoPool())

@@ -64,7 +64,7 @@ def test_the_manager_starts_a_new_pool_after_its_own_close():
     m.close()
     try:
         assert m.pool is not first and not m.pool.closed
-        assert m.pool.score(r"\boxed{2}", "2") == 1.0
+        assert m.pool.submit(r"\boxed{2}", "2").result() == 1.0
     finally:
         m.close()
 

@@ -279,7 +279,7 @@ class CodeJudgeRewardManager(RewardManagerBase):
         if sandbox_failed(data, 0):  # not the model's doing, and never trained on: not worth a worker's time
             return {"reward_score": 0.0, "reward_extra_info": {"acc": 0.0}}
         texts, truths, positions = await asyncio.get_running_loop().run_in_executor(None, self._prepare, data)
-        score = 0.0 if positions[0] is None else await self.pool.ascore(texts[0], truths[0])
+        score = 0.0 if positions[0] is None else await asyncio.wrap_future(self.pool.submit(texts[0], truths[0]))
         return {"reward_score": score, "reward_extra_info": {"acc": score}}
 
     @classmethod
