@@ -21,7 +21,12 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Optional
 
+import torch
+
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+#: torch's own `set_num_threads`: vLLM's CPU worker replaces it, for the whole process, with a function that only
+#: logs a warning; `build_llm` puts this one back, or every later engine (and trainer) could not set its threads
+_SET_NUM_THREADS = torch.set_num_threads
 
 ENGINE_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine core in this process
@@ -68,16 +73,21 @@ def unsupported_reason(config: Any) -> Optional[str]:
 def build_llm(path: str, *, max_model_len: int, max_num_seqs: int, seed: int = 0, load_format: str = "auto",
               enable_prefix_caching: bool = False, kv_cache_gib: Optional[int] = None, **kwargs):
     """A float32 `vllm.LLM` on the model folder `path`, engine core in this process (eager, no CUDA graphs
-    on CPU). `kv_cache_gib` sets `VLLM_CPU_KVCACHE_SPACE`; other `ENGINE_ENV` values already set are kept."""
+    on CPU). `kv_cache_gib` sets `VLLM_CPU_KVCACHE_SPACE`; other `ENGINE_ENV` values already set are kept.
+    `torch.set_num_threads` works again afterwards (vLLM's worker disables it process-wide); the thread count of
+    the calling thread is what vLLM left."""
     for key, value in ENGINE_ENV.items():
         os.environ.setdefault(key, value)
     if kv_cache_gib is not None:
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
     from vllm import LLM
 
-    return LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=int(max_model_len),
-               max_num_seqs=int(max_num_seqs), load_format=load_format, seed=int(seed),
-               enable_prefix_caching=enable_prefix_caching, disable_log_stats=True, **kwargs)
+    try:
+        return LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=int(max_model_len),
+                   max_num_seqs=int(max_num_seqs), load_format=load_format, seed=int(seed),
+                   enable_prefix_caching=enable_prefix_caching, disable_log_stats=True, **kwargs)
+    finally:
+        torch.set_num_threads = _SET_NUM_THREADS  # (see _SET_NUM_THREADS)
 
 
 def _reload(worker, named_tensors) -> int:

@@ -33,9 +33,10 @@ with open(os.environ["FAKE_LOG"], "a") as log:
     log.write("python probe\\n" if args[:1] == ["-c"] else "python " + " ".join(args) + "\\n")
 if args[:1] != ["-c"]:
     sys.exit(97)  # pip, a here-document, ...: nothing but install.sh's probe may run
-if os.environ.get("FAKE_STDLIB"):
+if os.environ.get("FAKE_STDLIB"):  # a system Python: the marker applies only outside a venv (tests may run in one)
     get_path, stdlib = sysconfig.get_path, os.environ["FAKE_STDLIB"]
     sysconfig.get_path = lambda name, *a, **k: stdlib if name == "stdlib" else get_path(name, *a, **k)
+    sys.base_prefix = sys.prefix
 if os.environ.get("FAKE_NO_TORCH"):
     find_spec = importlib.util.find_spec
     importlib.util.find_spec = lambda name, *a, **k: None if name == "torch" else find_spec(name, *a, **k)

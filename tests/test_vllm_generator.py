@@ -93,6 +93,46 @@ def test_update_weights_makes_vllm_decode_with_the_new_weights(setup):
     assert gen.generate_batch(prompts, {"temperature": 0.0}, [TOKENS] * len(prompts)) == before
 
 
+SECOND_ENGINE = """
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from rstar2_agent import vllm_cpu
+from rstar2_agent.engine.models import prepare_default_model
+from rstar2_agent.engine.vllm_generator import VLLMGenerator
+from rstar2_agent.math.vllm_backend import VLLMGenerator as SearchGenerator
+
+torch.set_num_threads(4)  # what the trainer's update runs at on 2 cores
+path = prepare_default_model()
+search = SearchGenerator.from_pretrained(path, max_model_len=1024, max_num_seqs=4)
+search.generate(["What is 2 + 2?"], 1, {"max_tokens": 4, "temperature": 0.0})
+assert torch.set_num_threads is vllm_cpu._SET_NUM_THREADS, torch.set_num_threads
+torch.set_num_threads(4)
+assert torch.get_num_threads() == 4
+del search
+tokenizer = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+gen = VLLMGenerator(model, tokenizer, path, max_num_seqs=4, max_model_len=1024, kv_cache_gib=1)
+assert torch.get_num_threads() == 4
+ids = tokenizer.encode("<|im_start|>user\\nWhat is 17 * 23?<|im_end|>\\n<|im_start|>assistant\\n")
+out = gen.generate_batch([ids, ids[:-3]], {"temperature": 0.0}, [8, 8])
+gen.close()
+print("decoded", [len(o) for o in out])
+"""
+
+
+def test_a_second_engine_in_one_process_decodes_and_thread_control_comes_back():
+    """vLLM's CPU worker replaces `torch.set_num_threads` with a no-op for the whole process. While that stuck,
+    an engine built after another one (eval or training after a math search, the full test suite) ran its
+    attention at the caller's thread count and failed vLLM's check `metadata->thread_num == thread_num (2 vs.
+    4)`. In a fresh process, as the order matters: the search engine first, then the CPU engine's generator."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SECOND_ENGINE], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "decoded [" in proc.stdout and "decoded [0" not in proc.stdout
+
+
 def test_sampled_turns_with_a_chunked_prefill(setup):
     """More prompt tokens than one step takes (prefill split over steps), sampled: vLLM's CPU runner fails here
     with per-request seeds, which the generator therefore does not set."""

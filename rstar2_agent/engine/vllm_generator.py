@@ -60,16 +60,16 @@ class VLLMGenerator:
         self.max_num_seqs = max(1, max_num_seqs)
         self.logprobs = logprobs  # off by default: the engine's update recomputes them, and they cost ~13% decode
         # vLLM's CPU worker lowers this process's torch threads to 1 and turns `torch.set_num_threads` into a
-        # no-op; the trainer's update shares the process, so both are put back. The engine thread runs at
+        # no-op; the trainer's update shares the process, so both are put back (the function by
+        # `vllm_cpu.build_llm`, the count here). The engine thread runs at
         # `threads` (default one per usable core, vLLM's own choice: on 2 cores 4 threads cost a third of its
         # decode speed; its attention kernel checks that the threads it runs on match the ones it planned for)
-        self.threads, set_threads = threads if threads > 0 else usable_cores(), torch.set_num_threads
+        self.threads = threads if threads > 0 else usable_cores()
         before = torch.get_num_threads()
         self.llm = vllm_cpu.build_llm(model_path, max_model_len=max_model_len, max_num_seqs=self.max_num_seqs,
                                       seed=seed, kv_cache_gib=kv_cache_gib, logprobs_mode="processed_logprobs",
                                       enable_prefix_caching=True)
-        torch.set_num_threads = set_threads
-        set_threads(before)
+        torch.set_num_threads(before)
         self._engine = self.llm.llm_engine
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()  # a step and a weight reload never overlap
