@@ -10,9 +10,10 @@ agent loop, tool, code judge, sampling settings and `/v1/completions` client (`r
   the JSONL;
 * **sequential**: one trajectory at a time, scored in process with `compute_score` (the loop one writes first).
 
-The server is `--base-url` (vLLM, SGLang, ...; `--tokenizer` its tokenizer folder), or by default our
-completions server (`python3 -m rstar2_agent.eval.server`, the transformers `BatchingGenerator`) started here on
-`--model-dir` (`default`: SmolLM2-135M-Instruct, `tiny`, or a folder). The last line is
+The server is `--base-url` (vLLM, SGLang, ...; `--tokenizer` its tokenizer folder), or one started here on
+`--model-dir` (`default`: SmolLM2-135M-Instruct, `tiny`, or a folder): vLLM's OpenAI server where vLLM runs
+(`--server auto`, the default), else our completions server (`python3 -m rstar2_agent.eval.server`, the
+transformers `BatchingGenerator`; `--server ours` forces it). The last line is
 `eval speed-up vs sequential: X`.
 
     python3 benchmarks/eval_throughput.py                                   # 64 problems x 4 samples
@@ -38,14 +39,31 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from recorded import default_path, recorded  # noqa: E402  (benchmarks/, the script's own folder)
 
 
-def start_server(model_dir: str, concurrency: int, log: Path) -> tuple[subprocess.Popen, str]:
+def server_kind(name: str, model_dir: str) -> str:
+    """`vllm` or `ours` for --server: auto takes vLLM's OpenAI server where vLLM runs and takes the model."""
+    if name != "auto":
+        return name
+    from transformers import AutoConfig
+
+    from rstar2_agent import vllm_cpu
+
+    if vllm_cpu.available() and vllm_cpu.unsupported_reason(AutoConfig.from_pretrained(model_dir)) is None:
+        return "vllm"
+    return "ours"
+
+
+def start_server(kind: str, model_dir: str, concurrency: int, log: Path) -> tuple[subprocess.Popen, str]:
     from code_judge.local import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "rstar2_agent.eval.server", "--model-dir", model_dir,
-                             "--port", str(port), "--max-num-seqs", str(concurrency)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    if kind == "vllm":  # what `vllm serve` runs (vllm-cpu 0.31.0's own `vllm` command fails at start)
+        argv = ["-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--max-model-len", "2048"]
+    else:
+        argv = ["-m", "rstar2_agent.eval.server", "--model-dir", model_dir]
+    proc = subprocess.Popen([sys.executable, *argv, "--port", str(port), "--max-num-seqs", str(concurrency)],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -129,7 +147,10 @@ def main(argv=None) -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--system-prompt", default="cpu", help="template, cpu (the CPU preset's), or a text")
-    ap.add_argument("--base-url", default=None, help="a running server (default: start ours on --model-dir)")
+    ap.add_argument("--base-url", default=None, help="a running server (default: start one on --model-dir)")
+    ap.add_argument("--server", choices=("auto", "vllm", "ours"), default="auto",
+                    help="the server started on --model-dir: vLLM's OpenAI server (auto: where vLLM runs) or "
+                         "ours (rstar2_agent.eval.server, transformers)")
     ap.add_argument("--model", default=None, help="the served model's name (default: the server's first)")
     ap.add_argument("--tokenizer", default=None, help="with --base-url: the model's tokenizer folder")
     ap.add_argument("--model-dir", default="default", help="default (SmolLM2-135M-Instruct), tiny, or a folder")
@@ -150,12 +171,14 @@ def main(argv=None) -> None:
 
                 model_dir = resolve_model(args.model_dir)
                 args.tokenizer = args.tokenizer or model_dir
-                server, url = start_server(model_dir, args.concurrency, Path(tmp) / "server.log")
+                args.server = server_kind(args.server, model_dir)
+                server, url = start_server(args.server, model_dir, args.concurrency, Path(tmp) / "server.log")
             judge_url = args.judge_url
             if judge_url is None:
                 judge = LocalJudge(workers=2).start()
                 judge_url = judge.url
-            print(f"server {url if args.base_url else 'rstar2_agent.eval.server on ' + args.model_dir}, "
+            served = {"vllm": "vLLM's OpenAI server", "ours": "rstar2_agent.eval.server"}.get(args.server)
+            print(f"server {url if args.base_url else f'{served} on {args.model_dir}'}, "
                   f"{args.problems} bundled problems x {args.n} samples, max {args.max_tokens} tokens, "
                   f"{args.max_turns} turns, temperature {args.temperature}, eval concurrency {args.concurrency}, "
                   f"{os.cpu_count()} CPUs")
