@@ -1,5 +1,9 @@
 """Seconds per GRPO step on this CPU: verl 0.9.1's own trainer (hf_cpu rollout) against the in-process engine.
 
+`--rollout vllm_cpu` gives verl our vLLM CPU replica instead, and the engine generates with vLLM too (it does
+wherever vLLM is installed; with hf_cpu the engine is forced to its transformers loop, so both sides generate
+alike). Results go to benchmarks/results/verl_cpu_vs_engine.{json,txt}, or verl_cpu_vs_engine_vllm.* with vLLM.
+
 The issue asks for it: "Measure verl-on-CPU against the in-process engine on the default preset (seconds per
 step ...)". One workload for both, the engine's default preset (rstar2_agent/engine/config.py): SmolLM2-135M,
 8 prompts x 8 samples per step at temperature 0.8, responses up to 256 tokens, 3
@@ -108,16 +112,17 @@ def verl_steps(log_path: Path) -> list[float]:
     return [found[k] for k in sorted(found)]
 
 
-def run_engine(work: Path, steps: int, budget_s: float) -> dict:
+def run_engine(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu") -> dict:
     run_dir = work / "engine"
+    backend = "vllm" if rollout == "vllm_cpu" else "hf"
     cmd = [sys.executable, "-c", "from rstar2_agent.cli import main; main()", "train", f"trainer.total_training_steps={steps}",
-           f"trainer.default_local_dir={run_dir}", *ENGINE_OVERRIDES]
+           f"trainer.default_local_dir={run_dir}", *ENGINE_OVERRIDES, f"actor_rollout_ref.rollout.name={backend}"]
     rc, wall = run_logged(cmd, work / "engine.log", work, dict(os.environ), budget_s)
     return {"command": " ".join(cmd), "rc": rc, "wall_s": wall, "step_s": engine_steps(run_dir),
             "log": str(work / "engine.log")}
 
 
-def run_verl(work: Path, steps: int, budget_s: float) -> dict:
+def run_verl(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu") -> dict:
     start = time.time()
     data = work / "data"
     subprocess.run([sys.executable, "-m", "rstar2_agent.verl_cpu.data", "--out", str(data)], check=True)
@@ -132,7 +137,8 @@ def run_verl(work: Path, steps: int, budget_s: float) -> dict:
         cmd = [sys.executable, "-m", "rstar2_agent.main", "--config-name", "rstar2_agent_trainer_cpu",
                *VERL_OVERRIDES, f"data.train_files={data / 'train.parquet'}", f"data.val_files={data / 'test.parquet'}",
                f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_path}",
-               f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={work / 'verl_ckpt'}"]
+               f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={work / 'verl_ckpt'}",
+               f"actor_rollout_ref.rollout.name={rollout}"]
         env = dict(os.environ, RSTAR2_CPU_ROLLOUT_MAX_BATCH="32")  # the engine's max_num_seqs
         rc, wall = run_logged(cmd, work / "verl.log", work, env, budget_s - (time.time() - start))
     finally:
@@ -169,14 +175,16 @@ def table(results: dict, steps: int) -> tuple[str, dict, float | None]:
     return "\n".join(lines), means, ratio
 
 
-def save(results: dict, steps: int) -> str:
+def save(results: dict, steps: int, rollout: str = "hf_cpu") -> str:
     text, means, ratio = table(results, steps)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "verl_cpu_vs_engine.txt").write_text(text + "\n")
+    name = "verl_cpu_vs_engine" + ("_vllm" if rollout == "vllm_cpu" else "")
+    text = f"rollout: verl {rollout}, engine {'vllm' if rollout == 'vllm_cpu' else 'hf'}\n{text}"
+    (RESULTS / f"{name}.txt").write_text(text + "\n")
     payload = {"steps": steps, "mean_over": "steps 2..N", "mean_step_s": means, "ratio_verl_over_engine": ratio,
-               "engine_overrides": ENGINE_OVERRIDES, "verl_overrides": VERL_OVERRIDES, "runs": results,
-               "threads": os.cpu_count()}
-    (RESULTS / "verl_cpu_vs_engine.json").write_text(json.dumps(payload, indent=2) + "\n")
+               "rollout": rollout, "engine_overrides": ENGINE_OVERRIDES, "verl_overrides": VERL_OVERRIDES,
+               "runs": results, "threads": os.cpu_count()}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     return text
 
 
@@ -185,15 +193,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=2300.0, help="both runs together; the engine gets half")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--rollout", choices=("hf_cpu", "vllm_cpu"), default="hf_cpu",
+                        help="verl's rollout replica; the engine generates alike (hf or vllm)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="verl_vs_engine_"))
     work.mkdir(parents=True, exist_ok=True)
     end = time.time() + args.budget_s
     results: dict = {}
-    results["engine"] = run_engine(work, args.steps, args.budget_s / 2)
-    print(save(results, args.steps), flush=True)
-    results["verl"] = run_verl(work, args.steps, end - time.time())
-    print(save(results, args.steps), flush=True)
+    results["engine"] = run_engine(work, args.steps, args.budget_s / 2, args.rollout)
+    print(save(results, args.steps, args.rollout), flush=True)
+    results["verl"] = run_verl(work, args.steps, end - time.time(), args.rollout)
+    print(save(results, args.steps, args.rollout), flush=True)
 
 
 if __name__ == "__main__":
