@@ -43,13 +43,9 @@ def server_kind(name: str, model_dir: str) -> str:
     """`vllm` or `ours` for --server: auto takes vLLM's OpenAI server where vLLM runs and takes the model."""
     if name != "auto":
         return name
-    from transformers import AutoConfig
+    from rstar2_agent.math.vllm_backend import vllm_unavailable_reason
 
-    from rstar2_agent import vllm_cpu
-
-    if vllm_cpu.available() and vllm_cpu.unsupported_reason(AutoConfig.from_pretrained(model_dir)) is None:
-        return "vllm"
-    return "ours"
+    return "vllm" if vllm_unavailable_reason(model_dir) is None else "ours"
 
 
 def start_server(kind: str, model_dir: str, concurrency: int, log: Path) -> tuple[subprocess.Popen, str]:

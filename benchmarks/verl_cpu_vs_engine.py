@@ -69,6 +69,10 @@ VERL_OVERRIDES = [
 ]
 
 
+# verl's rollout replica -> the engine's generator (`actor_rollout_ref.rollout.name`) that generates alike
+ENGINE_BACKEND = {"hf_cpu": "hf", "vllm_cpu": "vllm"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,7 +118,7 @@ def verl_steps(log_path: Path) -> list[float]:
 
 def run_engine(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu") -> dict:
     run_dir = work / "engine"
-    backend = "vllm" if rollout == "vllm_cpu" else "hf"
+    backend = ENGINE_BACKEND[rollout]
     cmd = [sys.executable, "-c", "from rstar2_agent.cli import main; main()", "train", f"trainer.total_training_steps={steps}",
            f"trainer.default_local_dir={run_dir}", *ENGINE_OVERRIDES, f"actor_rollout_ref.rollout.name={backend}"]
     rc, wall = run_logged(cmd, work / "engine.log", work, dict(os.environ), budget_s)
@@ -179,7 +183,7 @@ def save(results: dict, steps: int, rollout: str = "hf_cpu") -> str:
     text, means, ratio = table(results, steps)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "verl_cpu_vs_engine" + ("_vllm" if rollout == "vllm_cpu" else "")
-    text = f"rollout: verl {rollout}, engine {'vllm' if rollout == 'vllm_cpu' else 'hf'}\n{text}"
+    text = f"rollout: verl {rollout}, engine {ENGINE_BACKEND[rollout]}\n{text}"
     (RESULTS / f"{name}.txt").write_text(text + "\n")
     payload = {"steps": steps, "mean_over": "steps 2..N", "mean_step_s": means, "ratio_verl_over_engine": ratio,
                "rollout": rollout, "engine_overrides": ENGINE_OVERRIDES, "verl_overrides": VERL_OVERRIDES,
@@ -193,7 +197,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=2300.0, help="both runs together; the engine gets half")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary one)")
-    parser.add_argument("--rollout", choices=("hf_cpu", "vllm_cpu"), default="hf_cpu",
+    parser.add_argument("--rollout", choices=tuple(ENGINE_BACKEND), default="hf_cpu",
                         help="verl's rollout replica; the engine generates alike (hf or vllm)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="verl_vs_engine_"))
