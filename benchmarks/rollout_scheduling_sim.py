@@ -39,11 +39,18 @@ Policies (same workload and seed for all):
   plus ``prompt + 0.4 x budget`` for each request sent since the poll), then sticky.
 * ``kv-capacity (ours)`` -- ``rstar2_agent.rollout.routing.CapacityScheduler`` itself, with the knobs of
   ``rstar2_agent/config/router/kv_capacity.yaml`` and each server's capacity as SGLang reports it: per-turn
-  reservation, sticky while within the slack, else most free, FIFO wait when full.
+  reservation, sticky while within the slack, else most free, FIFO wait when full; servers running turns older
+  than ``straggler_age_s`` look fuller (straggler protection).
 
 Output: a table per size (makespan, idle fraction of server time, preemptions, recomputed tokens, re-prefilled
-context after a move or eviction, moves) and the last line ``makespan ratio vs least-requests: 8 servers X, 64
-servers Y`` (ours / verl's default). Deterministic for a seed. Runs in well under a minute on 2 cores.
+context after a move or eviction, moves) with an ``ideal lower bound`` row (:func:`makespan_lower_bound`: no
+router can beat it; the line under the table says which of its two parts binds and how far each policy is from
+it, next to a balanced-load estimate that is *not* a bound: the longest turn's decode steps at their fixed cost
+plus an even share of every token's per-token cost, what a server that runs such a turn takes when load is
+spread evenly, as it must be when first turns are placed before any length is known), the sensitivity table
+(with the bound as a ratio too), the line ``ideal lower bound / least-requests: ...`` and the last line
+``makespan ratio vs least-requests: 8 servers X, 64 servers Y`` (ours / verl's default). Deterministic for a
+seed. Runs in well under a minute on 2 cores.
 
 How to run (writes benchmarks/results/rollout_scheduling_sim.txt; ``--results ''`` writes nothing)::
 
@@ -144,6 +151,49 @@ def make_workload(n_traj: int, group_size: int, seed: int) -> list[Traj]:
                     break
             trajs.append(Traj(len(trajs), g, prompt_len, turns, ctx=prompt_len))
     return trajs
+
+
+def makespan_lower_bound(trajs: list[Traj], servers: int) -> dict:
+    """An honest lower bound on the makespan of ``trajs`` on ``servers`` servers, whatever the router does.
+
+    Two bounds, both read off the server model above, and their maximum:
+
+    * ``critical_path_s``: the longest trajectory *alone on an empty server*. Each turn prefills only what is
+      not cached (its whole prompt on the first turn, just the previous tool output after that, the prefix being
+      cached on that server) and then decodes its tokens one step each at batch 1, a step with context ``c``
+      costing ``STEP_BASE_S + STEP_PER_SEQ_S + STEP_PER_KV_TOKEN_S x c``; then the tool call's latency. Any other
+      request on the server only lengthens its steps, and a move or an eviction only adds prefill.
+    * ``throughput_s``: all the server time the workload needs, spread evenly over the ``servers``. Every decoded
+      token costs at least ``STEP_BASE_S / MAX_RUNNING + STEP_PER_SEQ_S`` (the step's fixed cost shared by the
+      largest batch allowed) plus ``STEP_PER_KV_TOKEN_S`` x its own context, and every turn at least its
+      uncached prefill as above (no recompute, no re-prefill).
+
+    Also returned, *not* a bound: ``balanced_estimate_s``, the longest single turn's decode steps at their fixed
+    cost ``STEP_BASE_S`` plus an even share (1 / ``servers``) of every token's per-token cost and all prefill: what
+    the server running that turn takes when the load is spread evenly, which is what a router must do when first
+    turns are placed before any token exists (all look alike then) and single-turn stragglers cannot move.
+
+    Worked example (the test's): one server, one trajectory, prompt 1,000, one turn of 3 tokens::
+
+        critical path = 1,000 x 40 us + 3 x (6.04 ms) + 0.03e-6 x (1,000 + 1,001 + 1,002) = 0.058210 s
+    """
+    step0 = STEP_BASE_S + STEP_PER_SEQ_S
+    longest, work, per_token, longest_turn = 0.0, 0.0, 0.0, 0
+    for t in trajs:
+        ctx, alone = t.prompt_len, 0.0
+        for i, turn in enumerate(t.turns):
+            prefill = t.prompt_len if i == 0 else t.turns[i - 1].tool_tokens
+            kv_sum = turn.gen * ctx + turn.gen * (turn.gen - 1) / 2  # contexts of its decode steps, summed
+            alone += prefill * PREFILL_PER_TOKEN_S + turn.gen * step0 + STEP_PER_KV_TOKEN_S * kv_sum + turn.tool_s
+            work += (prefill * PREFILL_PER_TOKEN_S + turn.gen * (STEP_BASE_S / MAX_RUNNING + STEP_PER_SEQ_S)
+                     + STEP_PER_KV_TOKEN_S * kv_sum)
+            per_token += prefill * PREFILL_PER_TOKEN_S + turn.gen * STEP_PER_SEQ_S + STEP_PER_KV_TOKEN_S * kv_sum
+            longest_turn = max(longest_turn, turn.gen)
+            ctx += turn.gen + turn.tool_tokens
+        longest = max(longest, alone)
+    through = work / servers
+    return {"critical_path_s": longest, "throughput_s": through, "lower_bound_s": max(longest, through),
+            "balanced_estimate_s": longest_turn * STEP_BASE_S + per_token / servers}
 
 
 # ---- servers ----------------------------------------------------------------------------------------------------
@@ -377,7 +427,9 @@ class KVCapacityOurs:
         cfg.update(knobs or {})
         self.sched = CapacityScheduler({i: s.cap for i, s in enumerate(sim.servers)},
                                        budget_coef=cfg["budget_coef"], stickiness_slack=cfg["stickiness_slack"],
-                                       default_max_new_tokens=cfg["default_max_new_tokens"])
+                                       default_max_new_tokens=cfg["default_max_new_tokens"],
+                                       straggler_age_s=cfg["straggler_age_s"],
+                                       straggler_penalty=cfg["straggler_penalty"])
         self.sim = sim
         self.refresh_s = float(cfg["refresh_interval_s"]) if cfg["capacity_source"] != "config" else 0.0
 
@@ -496,7 +548,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"rollout scheduling simulator: seed {args.seed}, {args.trajectories_per_server} trajectories per "
               f"server (groups of {GROUP_SIZE}), KV capacity {args.capacity:,} tokens per server, response budget "
               f"{RESPONSE_LENGTH}, router knobs from {ROUTER_YAML.relative_to(_HERE.parent)}")
-        ratios = {}
+        ratios, bounds = {}, {}
         for n in args.servers:
             res = run_all(n, args.trajectories_per_server, GROUP_SIZE, args.seed, args.capacity)
             print(f"\n{n} servers, {n * args.trajectories_per_server} trajectories")
@@ -505,11 +557,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             for p, r in res.items():
                 print(f"| {p} | {r['makespan_s']:.1f} | {100 * r['idle_frac']:.1f}% | {r['preemptions']} | "
                       f"{r['recomputed_tokens']:,} | {r['reprefilled_tokens']:,} | {r['moves']} |")
+            lb = makespan_lower_bound(make_workload(n * args.trajectories_per_server, GROUP_SIZE, args.seed), n)
+            print(f"| ideal lower bound | {lb['lower_bound_s']:.1f} | - | - | - | - | - |")
+            verl_s, ours_s = res["verl-least-requests"]["makespan_s"], res["kv-capacity (ours)"]["makespan_s"]
+            print(f"\nideal lower bound = max(longest trajectory alone on an empty server "
+                  f"{lb['critical_path_s']:.1f} s, all work at the best throughput / {n} servers "
+                  f"{lb['throughput_s']:.1f} s); verl-least-requests is {verl_s / lb['lower_bound_s']:.2f}x it, ours "
+                  f"{ours_s / lb['lower_bound_s']:.2f}x; balanced-load estimate (not a bound) "
+                  f"{lb['balanced_estimate_s']:.1f} s")
             ratios[n] = res["kv-capacity (ours)"]["makespan_s"] / res["verl-least-requests"]["makespan_s"]
+            bounds[n] = lb["lower_bound_s"] / res["verl-least-requests"]["makespan_s"]
         if args.sensitivity:
             print("\nSensitivity: makespan / verl-least-requests' makespan (preemptions) per policy")
-            print("| seed | KV per server | servers | verl (s) | " + " | ".join(POLICIES[1:]) + " |")
-            print("|---:|---:|---:|---:|" + "---:|" * (len(POLICIES) - 1))
+            print("| seed | KV per server | servers | verl (s) | " + " | ".join(POLICIES[1:])
+                  + " | ideal lower bound |")
+            print("|---:|---:|---:|---:|" + "---:|" * len(POLICIES))
             for seed, cap in ((args.seed + 1, args.capacity), (args.seed + 2, args.capacity),
                               (args.seed, args.capacity // 3), (args.seed, args.capacity // 6)):
                 for n in args.servers:
@@ -517,9 +579,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                     base = res["verl-least-requests"]
                     cells = [f"{r['makespan_s'] / base['makespan_s']:.3f} ({r['preemptions']})"
                              for p, r in res.items() if p != "verl-least-requests"]
+                    lb = makespan_lower_bound(make_workload(n * args.trajectories_per_server, GROUP_SIZE, seed), n)
                     print(f"| {seed} | {cap:,} | {n} | {base['makespan_s']:.1f} ({base['preemptions']}) | "
-                          + " | ".join(cells) + " |")
+                          + " | ".join(cells) + f" | {lb['lower_bound_s'] / base['makespan_s']:.3f} |")
         print()
+        print("ideal lower bound / least-requests: " + ", ".join(f"{n} servers {r:.3f}" for n, r in bounds.items()))
         print("makespan ratio vs least-requests: " + ", ".join(f"{n} servers {r:.3f}" for n, r in ratios.items()))
     return 0
 

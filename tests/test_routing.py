@@ -321,6 +321,33 @@ def test_the_worked_example_of_the_module_docstring():
     assert [(t.request_id, lease.server_id) for t, lease in s.drain()] == [("b", "s1")]
 
 
+def test_straggler_protection_steers_new_turns_off_servers_running_old_turns():
+    s = CapacityScheduler({"s0": 10000, "s1": 10000}, budget_coef=0.0, stickiness_slack=0.1,
+                          straggler_age_s=10.0, straggler_penalty=0.05)
+    assert s.submit("long", 1000, now=0.0).server_id == "s0"
+    assert s.submit("short", 1500, now=0.0).server_id == "s1"  # s1 is emptier
+    assert s.penalties(now=9.0) == {}  # nothing is old yet
+    assert s.penalties(now=10.0) == {"s0": 500, "s1": 500}
+    s.release("short", "s1")
+    # at t=12 s0 (9,000 free, one old turn: looks 8,500) vs s1 (10,000, none): a new turn goes to s1
+    assert s.submit("c", 500, now=12.0).server_id == "s1"
+    # once the old turn is gone nothing is penalized: the emptier s0 wins again
+    s.release("long", "s0")
+    assert s.penalties(now=12.0) == {} and s.submit("d", 500, now=12.0).server_id == "s0"
+    # the penalty changes the choice, never whether a turn fits: a server with room is used even if "full" by it
+    t = CapacityScheduler({"s0": 1000}, straggler_age_s=1.0, straggler_penalty=1.0)
+    t.submit("x", 100, now=0.0)
+    assert t.penalties(now=5.0) == {"s0": 1000} and t.submit("y", 800, now=5.0).server_id == "s0"
+    # off: no penalties at all
+    assert CapacityScheduler({"s0": 10}, straggler_penalty=0.0).penalties(now=1e9) == {}
+    # choose_server: the penalty ranks, the real free tokens decide fitting
+    caps = {"a": 100, "b": 100}
+    assert choose_server({"a": 90, "b": 80}, caps, 10, None, 0.0, {"a": 20}) == "b"
+    assert choose_server({"a": 90, "b": 80}, caps, 10, "a", 0.15, {"a": 20}) == "a"  # 0.70 >= 0.80 - 0.15
+    assert choose_server({"a": 90, "b": 80}, caps, 10, "a", 0.05, {"a": 20}) == "b"
+    assert choose_server({"a": 90, "b": 5}, caps, 10, None, 0.0, {"a": 200}) == "a"
+
+
 # ---- the simulator ----------------------------------------------------------------------------------------------
 
 def load_sim():
@@ -349,6 +376,31 @@ def test_simulator_is_deterministic_and_uses_the_balancers_logic():
     status = ours.policy.sched.status()  # the balancer's own accounting, driven by the simulator
     assert status["acquires"] == sum(len(t.turns) for t in ours.trajs) and status["total_inflight"] == 0
     assert set(status["reserved_tokens"].values()) == {0} and status["unmatched_releases"] == 0
+
+
+def test_simulator_lower_bound_by_hand_and_below_every_policy():
+    sim = load_sim()
+    one = [sim.Traj(0, 0, 1000, [sim.Turn(max_new=8192, gen=3, tool_tokens=0, tool_s=0.0)], ctx=1000)]
+    lb = sim.makespan_lower_bound(one, servers=1)
+    # alone: prefill 1,000 x 40 us, then 3 steps at batch 1 with contexts 1,000, 1,001, 1,002
+    assert lb["critical_path_s"] == pytest.approx(1000 * 40e-6 + 3 * 0.00604 + 0.03e-6 * 3003)  # 0.058210 s
+    # throughput: the step's 6 ms shared by a batch of 256, per token
+    assert lb["throughput_s"] == pytest.approx(1000 * 40e-6 + 3 * (0.006 / 256 + 0.00004) + 0.03e-6 * 3003)
+    assert lb["lower_bound_s"] == lb["critical_path_s"]
+    two = [sim.Traj(0, 0, 100, [sim.Turn(8192, 2, 50, 1.5), sim.Turn(8042, 1, 0, 0.0)], ctx=100)]
+    # turn 2 prefills only the 50 tool tokens (its prefix is cached), decodes with context 152; the tool waits 1.5 s
+    by_hand = (100 * 40e-6 + 2 * 0.00604 + 0.03e-6 * (100 + 101) + 1.5
+               + 50 * 40e-6 + 1 * 0.00604 + 0.03e-6 * 152)
+    assert sim.makespan_lower_bound(two, 1)["critical_path_s"] == pytest.approx(by_hand)
+    # 1,000 copies of the first one on 2 servers: the throughput part binds, and halves with twice the servers
+    many = one * 1000
+    assert sim.makespan_lower_bound(many, 2)["lower_bound_s"] == pytest.approx(500 * lb["throughput_s"])
+    assert sim.makespan_lower_bound(many, 4)["throughput_s"] == pytest.approx(250 * lb["throughput_s"])
+    # and it is a bound: no policy beats it on a simulated workload
+    for servers, cap in ((2, sim.CAPACITY), (3, 20_000)):
+        res = sim.run_all(servers=servers, trajectories_per_server=12, group_size=4, seed=5, capacity=cap)
+        bound = sim.makespan_lower_bound(sim.make_workload(servers * 12, 4, 5), servers)["lower_bound_s"]
+        assert all(r["makespan_s"] >= bound for r in res.values()), (bound, res)
 
 
 # ---- verl's own trainer on CPU ----------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ This balancer routes by free KV capacity instead:
   tokens;
 * when no server has room the turn waits, oldest first, without polling: a release or a capacity refresh wakes
   the head of the queue;
+* *straggler protection*: a turn still in flight ``straggler_age_s`` after it was placed is a likely straggler
+  (a rollout's makespan is set by its longest trajectories, and a decode step slows with its server's batch and
+  KV), so each such turn makes its server look ``straggler_penalty`` of its capacity fuller when new turns are
+  placed (stickiness included): short work drifts away from the servers that run the long tail. A router cannot
+  know a turn's future length; the age of its in-flight turns is what it does know (``0`` turns it off);
 * a reservation larger than a server is clamped to that server's capacity, so an oversized turn waits at most
   until one server drains and cannot starve;
 * releases are matched to reservations through a FIFO of leases per request id, so duplicate, unknown or
@@ -59,7 +64,7 @@ import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
 logger = logging.getLogger(__name__)
@@ -75,6 +80,8 @@ DEFAULTS: dict[str, Any] = {
     "refresh_interval_s": 2.0,  # how often server-reported capacity is re-read (sglang / vllm / auto)
     "http_timeout_s": 2.0,
     "max_sticky_entries": 200_000,  # request_id -> previous server map (LRU)
+    "straggler_age_s": 15.0,  # a turn in flight this long marks its server as hosting a likely straggler
+    "straggler_penalty": 0.003,  # share of capacity a server looks fuller per such turn (0: off)
 }
 MAX_CONCURRENCY = 100_000  # the Ray actor's concurrency: above any number of turns that can wait at once
 
@@ -103,14 +110,16 @@ def reservation_tokens(prompt_len: int, max_new: int, budget_coef: float, n: int
 
 
 def choose_server(free: Mapping[str, int], capacity: Mapping[str, int], need: int, previous: Optional[str],
-                  stickiness_slack: float) -> Optional[str]:
+                  stickiness_slack: float, penalty: Optional[Mapping[str, int]] = None) -> Optional[str]:
     """Where a turn needing ``need`` tokens goes, or ``None`` when no server has room (the turn must wait).
 
     ``need`` is clamped to each server's capacity (a turn larger than a server fits an empty one). The previous
     server wins while the turn fits there and its free share ``free/capacity`` is at least the best free share
     among fitting servers minus ``stickiness_slack`` (0: only when it is as empty as the best; 1: whenever it
     fits). Otherwise the fitting server with the most free tokens wins; ties go to the first in ``free``'s
-    order, which keeps the choice deterministic.
+    order, which keeps the choice deterministic. ``penalty`` (tokens per server, e.g.
+    :meth:`CapacityScheduler.penalties`) is subtracted from a server's free tokens for these comparisons only;
+    whether the turn fits is judged on the real free tokens.
 
     >>> choose_server({"s0": 3000, "s1": 9000}, {"s0": 10000, "s1": 10000}, 2000, "s0", 0.25)
     's1'
@@ -119,11 +128,13 @@ def choose_server(free: Mapping[str, int], capacity: Mapping[str, int], need: in
     >>> choose_server({"s0": 1000, "s1": 500}, {"s0": 10000, "s1": 10000}, 2000, None, 0.25) is None
     True
     """
-    best, best_free, best_share = None, -1, -1.0
+    penalty = penalty or {}
+    best, best_free, best_share = None, -math.inf, -math.inf
     for sid, f in free.items():
         cap = capacity[sid]
         if cap <= 0 or f < min(need, cap):
             continue
+        f -= penalty.get(sid, 0)
         share = f / cap
         best_share = max(best_share, share)
         if f > best_free:
@@ -132,7 +143,8 @@ def choose_server(free: Mapping[str, int], capacity: Mapping[str, int], need: in
         return None
     if previous is not None and previous in free:
         cap = capacity[previous]
-        if cap > 0 and free[previous] >= min(need, cap) and free[previous] / cap >= best_share - stickiness_slack:
+        if (cap > 0 and free[previous] >= min(need, cap)
+                and (free[previous] - penalty.get(previous, 0)) / cap >= best_share - stickiness_slack):
             return previous
     return best
 
@@ -145,6 +157,7 @@ class Lease:
     server_id: str
     tokens: int
     seq: int
+    started: float = 0.0  # the ``now`` at which it was granted
 
 
 @dataclass
@@ -167,6 +180,7 @@ class ServerBook:
     reserved_since_report: int = 0
     source: str = "config"
     turns: int = 0  # leases ever granted here
+    running: dict = field(default_factory=dict)  # seq -> start time of the in-flight leases, oldest first
 
     def used(self) -> int:
         if self.reported_used is None:
@@ -194,11 +208,15 @@ class CapacityScheduler:
     def __init__(self, capacities: Mapping[str, int], *, budget_coef: float = DEFAULTS["budget_coef"],
                  stickiness_slack: float = DEFAULTS["stickiness_slack"],
                  default_max_new_tokens: int = DEFAULTS["default_max_new_tokens"],
-                 max_sticky_entries: int = DEFAULTS["max_sticky_entries"]):
+                 max_sticky_entries: int = DEFAULTS["max_sticky_entries"],
+                 straggler_age_s: float = DEFAULTS["straggler_age_s"],
+                 straggler_penalty: float = DEFAULTS["straggler_penalty"]):
         self.budget_coef = float(budget_coef)
         self.stickiness_slack = float(stickiness_slack)
         self.default_max_new_tokens = int(default_max_new_tokens)
         self.max_sticky_entries = int(max_sticky_entries)
+        self.straggler_age_s = float(straggler_age_s)
+        self.straggler_penalty = float(straggler_penalty)
         self.servers: dict[str, ServerBook] = {sid: ServerBook(int(cap)) for sid, cap in capacities.items()}
         self.leases: dict[Optional[str], collections.deque[Lease]] = {}
         self.previous: collections.OrderedDict[str, str] = collections.OrderedDict()
@@ -217,10 +235,34 @@ class CapacityScheduler:
         return {sid: b.free() for sid, b in self.servers.items()}
 
     # placing ---------------------------------------------------------------------------------------------------
-    def _place(self, request_id: Optional[str], need: int) -> Optional[Lease]:
+    def penalties(self, now: float) -> dict[str, int]:
+        """Straggler protection: ``{server: tokens}`` by which each server is treated as fuller when choosing,
+        ``straggler_penalty x capacity`` per in-flight turn granted at least ``straggler_age_s`` before ``now``
+        (turns still running that long are the likely stragglers). Servers without such turns are absent.
+
+        >>> s = CapacityScheduler({"a": 1000, "b": 1000}, straggler_age_s=10, straggler_penalty=0.05)
+        >>> _ = s.submit("x", 100, now=0.0); _ = s.submit("y", 100, now=0.0); _ = s.submit("z", 100, now=8.0)
+        >>> s.penalties(now=12.0)  # x on a, y on b are 12 s old; z (on a) only 4 s
+        {'a': 50, 'b': 50}
+        """
+        if self.straggler_penalty <= 0:
+            return {}
+        out = {}
+        cutoff = now - self.straggler_age_s
+        for sid, b in self.servers.items():
+            n = 0
+            for started in b.running.values():  # oldest first
+                if started > cutoff:
+                    break
+                n += 1
+            if n:
+                out[sid] = int(self.straggler_penalty * n * b.capacity)
+        return out
+
+    def _place(self, request_id: Optional[str], need: int, now: float = 0.0) -> Optional[Lease]:
         prev = self.previous.get(request_id) if request_id is not None else None
         caps = {sid: b.capacity for sid, b in self.servers.items()}
-        sid = choose_server(self.free(), caps, need, prev, self.stickiness_slack)
+        sid = choose_server(self.free(), caps, need, prev, self.stickiness_slack, self.penalties(now))
         if sid is None:
             return None
         book = self.servers[sid]
@@ -232,7 +274,8 @@ class CapacityScheduler:
         book.turns += 1
         if book.reported_used is not None:
             book.reserved_since_report += tokens
-        lease = Lease(request_id, sid, tokens, next(self._seq))
+        lease = Lease(request_id, sid, tokens, next(self._seq), now)
+        book.running[lease.seq] = now
         self.leases.setdefault(request_id, collections.deque()).append(lease)
         self.stats["acquires"] += 1
         if prev is not None:
@@ -250,7 +293,7 @@ class CapacityScheduler:
         if not self.servers:
             raise RuntimeError(NO_SERVERS)
         if not self.waiting:
-            lease = self._place(request_id, need)
+            lease = self._place(request_id, need, now)
             if lease is not None:
                 return lease
         self.stats["waits"] += 1
@@ -264,7 +307,7 @@ class CapacityScheduler:
         placed = []
         while self.waiting and self.servers:
             head = self.waiting[0]
-            lease = self._place(head.request_id, head.need)
+            lease = self._place(head.request_id, head.need, now)
             if lease is None:
                 break
             self.waiting.popleft()
@@ -299,6 +342,7 @@ class CapacityScheduler:
         if book is not None:
             book.reserved -= lease.tokens
             book.inflight -= 1
+            book.running.pop(lease.seq, None)
 
     def release(self, request_id: Optional[str], server_id: str) -> Optional[Lease]:
         """Return the oldest lease of ``request_id`` on ``server_id`` (any server if none there; with no
@@ -453,7 +497,9 @@ class KVCapacityLoadBalancer:
             {sid: self._fallback for sid in self._handles}, budget_coef=self.config["budget_coef"],
             stickiness_slack=self.config["stickiness_slack"],
             default_max_new_tokens=self.config["default_max_new_tokens"],
-            max_sticky_entries=self.config["max_sticky_entries"])
+            max_sticky_entries=self.config["max_sticky_entries"],
+            straggler_age_s=self.config["straggler_age_s"],
+            straggler_penalty=self.config["straggler_penalty"])
         self._last_refresh = -math.inf
         self._refreshed_once = False
         self._refreshing: Optional[asyncio.Task] = None
