@@ -74,6 +74,15 @@ def test_doctests():
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
+def added_tokens(model_dir) -> set[str]:
+    """The step-format markers the tokenizer saved in ``model_dir`` holds as added tokens."""
+    from transformers import AutoTokenizer
+
+    from rstar2_agent.math.sft import SFT_TOKENS
+
+    return set(AutoTokenizer.from_pretrained(str(model_dir)).get_added_vocab()) & set(SFT_TOKENS)
+
+
 def test_one_round_end_to_end_and_resume(tmp_path):
     policy = save_tiny(str(tmp_path / "policy0"), seed=0)
     cfg = SearchConfig(n_generate_sample=2, iterations=4, max_depth=6, is_sampling=True, errors_threshold=1,
@@ -90,6 +99,7 @@ def test_one_round_end_to_end_and_resume(tmp_path):
     # the round's models load where the next round needs them: policy in the search backend, PPM as scorer
     TransformersGenerator.from_pretrained(str(layout.policy))
     assert len(PPMScorer.from_pretrained(layout.ppm).score(["<code>\nx = 1\n<end_of_step>\n"])) == 1
+    assert "<end_of_step>" in added_tokens(layout.policy) and "<end_of_step>" in added_tokens(layout.ppm)
 
     # a rerun skips every phase; a missing PPM is trained again, nothing else
     evolve.evolve_round(work, 1, ITEMS, policy, Teacher(), InTestExecutor(), cfg, sft_flags=FLAGS, ppm_flags=FLAGS)
@@ -150,6 +160,8 @@ def test_cli_one_round_end_to_end_resumes_and_writes_metrics_and_png(tmp_path, j
     assert all(by_phase[("eval", m)]["questions"] == 8 for m in evolve_cli.EVAL_MODES)
     round1 = out / "round_01"
     assert (round1 / "policy" / "config.json").is_file() and (round1 / "ppm" / "value_head.bin").is_file()
+    # the CPU preset keeps the step markers as plain text (evolve_cli.SFT_FLAGS): no added token in either model
+    assert not added_tokens(round1 / "policy") and not added_tokens(round1 / "ppm")
     for mode in evolve_cli.EVAL_MODES:
         assert len((round1 / f"eval_{mode}.jsonl").read_text().splitlines()) == 8
     assert (out / "round_00" / "eval_greedy.jsonl").is_file()

@@ -210,7 +210,7 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
                                ["--model_name_or_path", str(policy_in), "--train_file", str(layout.sft),
                                 "--output_dir", str(layout.policy)], sft_flags)
         return sft.train_sft(args.model_name_or_path, args.train_file, ppm_train.training_arguments(args),
-                             max_length=args.max_length)
+                             max_length=args.max_length, add_tokens=not args.no_special_tokens)
 
     def train_ppm() -> dict:
         if not has_rows(layout.pairs):
@@ -220,7 +220,7 @@ def evolve_round(workdir: str | Path, round_no: int, items: Sequence[dict], poli
                                ["--model_name_or_path", str(layout.policy), "--train_file", str(layout.pairs),
                                 "--output_dir", str(layout.ppm)], ppm_flags)
         return ppm_train.train_ppm(args.model_name_or_path, args.train_file, ppm_train.training_arguments(args),
-                                   max_length=args.max_length)
+                                   max_length=args.max_length, add_tokens=not args.no_special_tokens)
 
     run_phase("search", round_no, lambda: layout.trees.exists() and not pending_items(items, layout.trees),
               search, metrics, on_phase)

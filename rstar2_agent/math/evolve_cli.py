@@ -60,13 +60,17 @@ PRESET = {"teacher": "evolve_teacher", "policy": "evolve_policy", "greedy": "evo
 EVAL_MODES = ("greedy", "beam_ppm", "mcts_ppm")
 # CPU-sized training (upstream: lr 7e-6, 2 epochs, bs 4x8 GPUs x GA 4, FSDP; a 135M model on a few hundred
 # examples needs a larger step to learn the step format in a round, and one epoch to fit the 60-minute CPU
-# budget: a step of 8 sequences takes tens of seconds on 2 cores)
+# budget: a step of 8 sequences takes tens of seconds on 2 cores). The step markers (<code>, <end_of_step>, ...)
+# stay plain text here: as added special tokens they start as new embedding rows, which a few dozen steps do not
+# teach (measured: the SFT policy then never wrote <code> and ended its steps with EOS; held-out greedy pass@1
+# 0.0125), while their spelling in existing tokens is learnt at once. `rstar2-agent math sft|ppm` add them by
+# default, as upstream does; `sft.no_special_tokens=false ppm.no_special_tokens=false` adds them here too.
 SFT_FLAGS = {"learning_rate": 1e-4, "num_train_epochs": 1, "per_device_train_batch_size": 8,
              "gradient_accumulation_steps": 1, "max_length": 384, "warmup_steps": 0.05, "weight_decay": 0.0,
-             "logging_steps": 5, "save_strategy": "no"}
+             "logging_steps": 5, "save_strategy": "no", "no_special_tokens": True}
 PPM_FLAGS = {"learning_rate": 5e-5, "num_train_epochs": 1, "per_device_train_batch_size": 8,
              "gradient_accumulation_steps": 1, "max_length": 384, "warmup_steps": 0.05, "logging_steps": 5,
-             "save_strategy": "no"}
+             "save_strategy": "no", "no_special_tokens": True}
 # preference-pair extraction (upstream's defaults, :data:`.extract.PAIR_DEFAULTS`) except the edit-distance
 # filter: upstream drops pairs of steps less than 20 characters apart (near-duplicate samples of long LLM steps);
 # CPU steps are one or two lines and a real mistake can be one character (``a * b`` vs ``a + b``)
