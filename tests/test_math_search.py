@@ -159,17 +159,39 @@ class BeamGenerator:
 def test_beam_search_keeps_the_best_by_value_and_drops_code_errors():
     cfg = SearchConfig(mode="bs", n_generate_sample=4, step_beam_width=2, max_depth=4, need_value_func=True)
     ppm = ScriptedPPM([("boxed{2}", 0.8), ("boxed{3}", 0.95), ("x = 1", 0.1), ("x = 2", 0.7), ("x = 3", 0.4),
-                       ("1/0", 0.99)])
+                       ("1/0", 0.2)])
     gen, ex = BeamGenerator(), InTestExecutor()
     [tree] = search_batch(make_trees(QUESTIONS[:1], cfg), cfg, gen, ex, value_model=ppm)
     assert gen.calls == [1, 2]  # the root, then the two beam nodes in one call
     error = node(tree, "0.4")
-    assert error.is_terminal and "ZeroDivisionError" in error.observation  # best value, but a code error
+    assert error.is_terminal and "ZeroDivisionError" in error.observation and not error.children
     kept = [n.parent.state["action_input"] for n in tree.final_nodes]
     assert kept == ["<code>\nx = 3\n<end_of_step>", "<code>\nx = 2\n<end_of_step>"]  # x = 1 fell off the beam
     assert not node(tree, "0.1").children
     assert [n.state["final_answer"] for n in tree.final_nodes] == ["3", "2"]  # sorted by value
     assert best_answer(tree).state["final_answer"] == "3"
+
+
+class GuessOrStep:
+    """At the root a code step and a bare guess; after the step, the right answer."""
+
+    def generate(self, prompts, n, params):
+        if "x = 2" in prompts[0]:
+            return [[Continuation(r"\boxed{4}", "<end_of_answer>")]]
+        # the guess ends without <end_of_answer> (an answer so stopped would be the expansion's only child)
+        return [[Continuation("<code>\nx = 2\n", "<end_of_step>"), Continuation(r"So it is \boxed{7}.", None)]]
+
+
+@pytest.mark.parametrize("guess_value, answer", [(0.1, "4"), (0.9, "7")])
+def test_beam_takes_an_answer_only_when_it_ranks_within_the_beam(guess_value, answer):
+    """Upstream's order: rank all children, keep the top step_beam_width, then take the valid answers among them.
+    A guess valued below the code step is not kept (the search goes on to the right answer); one valued above it
+    fills the width-1 beam and ends the search."""
+    cfg = SearchConfig(mode="bs", n_generate_sample=2, step_beam_width=1, max_depth=4, need_value_func=True)
+    ppm = ScriptedPPM([("boxed{4}", 0.8), ("boxed{7}", guess_value), ("x = 2", 0.5)])
+    [tree] = search_batch(make_trees(QUESTIONS[:1], cfg), cfg, GuessOrStep(), InTestExecutor(), value_model=ppm)
+    assert [n.state["final_answer"] for n in tree.final_nodes] == [answer]
+    assert best_answer(tree).state["final_answer"] == answer
 
 
 class GreedyGenerator:

@@ -24,9 +24,11 @@ unfinished tree contributes its node(s) to expand, and the round makes exactly O
 5. the next round continues from the best child of the node just expanded; a rollout ends when no
    non-terminal child is left, and the next one starts at the root.
 
-**Beam round** for one tree: expand every beam node, score all children with the PPM, move valid answers to
-the tree's final answers (each one shrinks the beam), drop invalid terminals (any code error is terminal in
-beam search), keep the ``step_beam_width - len(final answers)`` best open children by value.
+**Beam round** for one tree (upstream's ``BS``): expand every beam node, score all children with the PPM, keep
+the ``step_beam_width - len(final answers)`` best by value; of those, valid answers move to the tree's final
+answers (each one shrinks later beams), invalid terminals are dropped (any code error is terminal in beam
+search) and the open ones are the next beam. An answer ranked below the kept children is not taken: a
+low-valued guess sampled beside a promising step does not end the search.
 
 Example (terminal-guided, ground truth 4): the root expands into a correct ``\\boxed{4}`` and a wrong
 ``\\boxed{5}`` (neither stopped on ``<end_of_answer>``, so both are kept): ``0.1`` gets Q +1, ``0.2`` Q -1,
@@ -276,11 +278,10 @@ def beam_round(trees: Sequence[SearchTree], cfg: SearchConfig, generator: Genera
     for tree in trees:
         if tree.done:
             continue
-        new = by_tree.get(id(tree), [])
-        tree.final_nodes.extend(c for c in new if c.is_valid_leaf())
-        width = cfg.step_beam_width - len(tree.final_nodes)
-        open_nodes = sorted((c for c in new if not c.is_terminal), key=lambda c: c.value, reverse=True)
-        tree.beam = open_nodes[: max(width, 0)]
+        ranked = sorted(by_tree.get(id(tree), []), key=lambda c: c.value, reverse=True)
+        kept = ranked[: max(cfg.step_beam_width - len(tree.final_nodes), 0)]
+        tree.final_nodes.extend(c for c in kept if c.is_valid_leaf())
+        tree.beam = [c for c in kept if not c.is_terminal]
         if not tree.beam:
             tree.done = True
     for tree in trees:
