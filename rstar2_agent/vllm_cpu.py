@@ -70,6 +70,29 @@ def unsupported_reason(config: Any) -> Optional[str]:
     return None
 
 
+def pick(requested: str, reason: Optional[str], fallback: str, option: str) -> tuple[str, str]:
+    """(backend, why) for a requested generation backend, shared by the engine and the rStar-Math search.
+
+    ``auto`` takes vLLM when ``reason`` (why vLLM cannot run this model here) is None, else ``fallback``;
+    ``vllm`` insists and stops with the reason; any other name is taken as asked. ``option`` is how the user
+    set it, for the messages (``"--backend "``, ``"actor_rollout_ref.rollout.name="``).
+
+    >>> pick("auto", None, "hf", "--backend ")
+    ('vllm', 'vLLM imports and takes the model')
+    >>> pick("auto", "`import vllm` fails", "hf", "--backend ")
+    ('hf', '`import vllm` fails')
+    >>> pick("hf", None, "hf", "--backend ")
+    ('hf', '--backend hf')
+    """
+    if requested not in ("auto", "vllm"):
+        return requested, f"{option}{requested}"
+    if reason is None:
+        return "vllm", "vLLM imports and takes the model" if requested == "auto" else f"{option}vllm"
+    if requested == "vllm":
+        raise SystemExit(f"error: {option}vllm, but {reason}; use auto or {fallback}")
+    return fallback, reason
+
+
 def build_llm(path: str, *, max_model_len: int, max_num_seqs: int, seed: int = 0, load_format: str = "auto",
               enable_prefix_caching: bool = False, kv_cache_gib: Optional[int] = None, **kwargs):
     """A float32 `vllm.LLM` on the model folder `path`, engine core in this process (eager, no CUDA graphs

@@ -73,3 +73,13 @@ def test_vllm_logs_to_stderr_unless_told_otherwise(preset):
     code = "import os, rstar2_agent.vllm_cpu; print(os.environ['VLLM_LOGGING_STREAM'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == (preset or "ext://sys.stderr")
+
+
+def test_pick_is_one_rule_for_the_engine_and_the_search():
+    """`vllm_cpu.pick`, under both `choose` functions: its worked examples, and `vllm` insisting."""
+    import doctest
+
+    result = doctest.testmod(vllm_cpu, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0
+    with pytest.raises(SystemExit, match=r"--backend vllm, but no wheel; use auto or transformers"):
+        vllm_cpu.pick("vllm", "no wheel", "transformers", "--backend ")

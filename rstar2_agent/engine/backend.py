@@ -22,14 +22,12 @@ def choose(name: str, model_config: Any, model_dir: Optional[str]) -> tuple[str,
     if name not in BACKENDS:
         raise SystemExit(f"actor_rollout_ref.rollout.name={name!r}: choose one of {list(BACKENDS)}")
     if name == "hf":
-        return "hf", "actor_rollout_ref.rollout.name=hf"
-    reason = "the model is built in-process (vLLM loads a model folder)" if model_dir is None else \
-        vllm_cpu.unsupported_reason(model_config)
-    if reason is None:
-        return "vllm", "vLLM imports and takes the model" if name == "auto" else "actor_rollout_ref.rollout.name=vllm"
-    if name == "vllm":
-        raise SystemExit(f"actor_rollout_ref.rollout.name=vllm, but {reason}; use `auto` or `hf`")
-    return "hf", reason
+        reason = None
+    elif model_dir is None:
+        reason = "the model is built in-process (vLLM loads a model folder)"
+    else:
+        reason = vllm_cpu.unsupported_reason(model_config)
+    return vllm_cpu.pick(name, reason, "hf", "actor_rollout_ref.rollout.name=")
 
 
 def build_generator(cfg, model, tokenizer, model_dir: Optional[str], echo: Callable[[str], None] = print):

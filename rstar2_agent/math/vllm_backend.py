@@ -52,14 +52,10 @@ def choose_backend(name: str, model_dir: str) -> tuple[str, str]:
     """
     if name not in BACKENDS:
         raise SystemExit(f"--backend {name!r}: choose one of {list(BACKENDS)}")
-    if name in ("transformers", "openai"):
-        return name, f"--backend {name}"
-    reason = vllm_unavailable_reason(model_dir)
-    if reason is None:
-        return "vllm", "vLLM imports and takes the model" if name == "auto" else "--backend vllm"
-    if name == "vllm":
-        raise SystemExit(f"error: --backend vllm, but {reason}; use --backend auto or transformers")
-    return "transformers", reason
+    from rstar2_agent import vllm_cpu
+
+    reason = None if name in ("transformers", "openai") else vllm_unavailable_reason(model_dir)
+    return vllm_cpu.pick(name, reason, "transformers", "--backend ")
 
 
 def continuation_of(output) -> Continuation:
