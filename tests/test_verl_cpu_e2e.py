@@ -110,7 +110,7 @@ def test_two_steps_through_the_vllm_cpu_replica(run_dir):
     (rstar2_agent/verl_cpu/vllm_server.py), on the default model (vLLM's CPU attention rejects the tiny model's
     head size). The replica starts from random weights (`load_format: dummy`), so rollouts that agree with the
     actor's own log-probs at step 1 prove the first weight sync reached vLLM, and at step 2 that the sync after
-    step 1's update (lr 1e-4 on mixed groups, so the weights move) did too. About four minutes on 2 cores."""
+    step 1's update (lr 1e-4 on mixed groups, so the weights move) did too. Several minutes on 2 cores."""
     from conftest import _vllm_reason
 
     if _vllm_reason():
