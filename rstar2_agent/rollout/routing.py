@@ -157,7 +157,6 @@ class Lease:
     server_id: str
     tokens: int
     seq: int
-    started: float = 0.0  # the ``now`` at which it was granted
 
 
 @dataclass
@@ -175,12 +174,15 @@ class Ticket:
 class ServerBook:
     capacity: int
     reserved: int = 0
-    inflight: int = 0
     reported_used: Optional[int] = None  # the server's own figure at the last refresh, if any
     reserved_since_report: int = 0
     source: str = "config"
     turns: int = 0  # leases ever granted here
     running: dict = field(default_factory=dict)  # seq -> start time of the in-flight leases, oldest first
+
+    @property
+    def inflight(self) -> int:
+        return len(self.running)
 
     def used(self) -> int:
         if self.reported_used is None:
@@ -270,11 +272,10 @@ class CapacityScheduler:
         if tokens < need:
             self.stats["clamped"] += 1
         book.reserved += tokens
-        book.inflight += 1
         book.turns += 1
         if book.reported_used is not None:
             book.reserved_since_report += tokens
-        lease = Lease(request_id, sid, tokens, next(self._seq), now)
+        lease = Lease(request_id, sid, tokens, next(self._seq))
         book.running[lease.seq] = now
         self.leases.setdefault(request_id, collections.deque()).append(lease)
         self.stats["acquires"] += 1
@@ -341,7 +342,6 @@ class CapacityScheduler:
         book = self.servers.get(lease.server_id)
         if book is not None:
             book.reserved -= lease.tokens
-            book.inflight -= 1
             book.running.pop(lease.seq, None)
 
     def release(self, request_id: Optional[str], server_id: str) -> Optional[Lease]:
