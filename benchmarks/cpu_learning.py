@@ -21,23 +21,50 @@ with each metric's mean, sample standard deviation, min and max, before and afte
 
 About 4 minutes per step on 2 cores, plus 2 minutes of cold start and about 3 per validation: 41 minutes per
 seed for 8 steps.
+
+`--trainer verl` runs the same measurement through verl 0.9.1's own trainer on CPU (`python3 -m
+rstar2_agent.main --config-name rstar2_agent_trainer_cpu`, our vLLM CPU rollout replica), on the settings of
+benchmarks/verl_cpu_vs_engine.py (the engine's default preset as verl keys). verl has no cold start, so each
+seed first runs the engine's cold start alone (`rstar2-agent train trainer.total_training_steps=0`, the same
+SFT that the engine seed starts from) and verl trains from its saved model, on prompts with the engine's system
+prompt (`python3 -m rstar2_agent.verl_cpu.data --engine-system-prompt`: the model was taught under that one;
+under the chat template's tool schema seed 1's cold-started model scored 0.0375). verl validates before training and
+after its last step on the same split at the same temperature (`val_kwargs`: sampled, 0.6, one answer each);
+accuracy is verl's `val-core/<data source>/acc/mean@1`. Files are named `cpu_learning_verl_<split>...`, the
+log of each seed's verl run is kept beside them, and the summary covers the verl seed files only:
+
+    python3 benchmarks/cpu_learning.py --trainer verl [--steps 8] [--seeds 1 2 3]   # about 50 minutes a seed
+    python3 benchmarks/cpu_learning.py --record /tmp/rstar2-cpu-learning/verl_seed1  # results of a kept run again
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 HEADLINE = ["val/accuracy", "val/reward_mean", "val/tool_calls_per_traj", "val/tool_error_ratio"]
+# verl's validation metrics under the engine's names (its data source, rstar_cpu_math_tasks, in the middle)
+VERL_HEADLINE = {"val/accuracy": re.compile(r"val-core/[^/]+/acc/mean@1$"),
+                 "val/reward_mean": re.compile(r"val-aux/[^/]+/reward/mean@1$"),
+                 "val/num_turns_mean": re.compile(r"val-aux/num_turns/mean$")}
+STEP = re.compile(r"(?:^|\s)step:(\d+) - (.*)$")
+METRIC = re.compile(r"^([^:\s]+):(?:np\.\w+\()?([-+0-9.eE]+|nan|inf)\)?$")
 
 
-def seed_files(split: str) -> list[Path]:
-    return sorted(RESULTS.glob(f"cpu_learning_{split}_seed*.json"))
+def stem(trainer: str, split: str) -> str:
+    """The results' file stem: cpu_learning_<split> for the engine, cpu_learning_verl_<split> for verl."""
+    return f"cpu_learning_{split}" if trainer == "engine" else f"cpu_learning_{trainer}_{split}"
+
+
+def seed_files(split: str, trainer: str = "engine") -> list[Path]:
+    return sorted(RESULTS.glob(f"{stem(trainer, split)}_seed*.json"))
 
 
 def spread(values: list[float]) -> dict:
@@ -51,16 +78,54 @@ def spread(values: list[float]) -> dict:
             "max": max(values), "n": len(values)}
 
 
-def summarize(split: str) -> dict:
-    """The summary over every seed file of `split`: for "before" and "after", each headline metric's spread."""
-    runs = [json.loads(p.read_text()) for p in seed_files(split)]
+def summarize(split: str, trainer: str = "engine") -> dict:
+    """The summary over every seed file of `split` (of one trainer): for "before" and "after", each headline
+    metric's spread."""
+    runs = [json.loads(p.read_text()) for p in seed_files(split, trainer)]
     if not runs:
-        raise SystemExit(f"no benchmarks/results/cpu_learning_{split}_seed*.json yet: run the benchmark first")
-    summary = {"split": split, "seeds": [r["seed"] for r in runs], "steps": sorted({r["steps"] for r in runs})}
+        raise SystemExit(f"no benchmarks/results/{stem(trainer, split)}_seed*.json yet: run the benchmark first")
+    summary = {"split": split, "trainer": trainer, "seeds": [r["seed"] for r in runs],
+               "steps": sorted({r["steps"] for r in runs})}
+    keys = HEADLINE if trainer == "engine" else list(VERL_HEADLINE)
     for phase in ("before", "after"):
-        summary[phase] = {k: spread([r[phase][k] for r in runs]) for k in HEADLINE if k in runs[0][phase]}
-    (RESULTS / f"cpu_learning_{split}.json").write_text(json.dumps(summary, indent=1) + "\n")
+        summary[phase] = {k: spread([r[phase][k] for r in runs]) for k in keys if k in runs[0][phase]}
+    (RESULTS / f"{stem(trainer, split)}.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def verl_step_metrics(log_text: str) -> dict[int, dict[str, float]]:
+    """The numbers of every `step:N - key:value - ...` line that verl's console logger printed (after Ray's
+    `(TaskRunnerV1 pid=...)` prefix), by step; a step printed twice is merged.
+
+    >>> verl_step_metrics("x\\n(TaskRunnerV1 pid=7) step:0 - val-core/src/acc/mean@1:np.float64(0.25) - note:abc\\n"
+    ...                   "step:1 - timing_s/step:12.5 - val-aux/num_turns/mean:2")
+    {0: {'val-core/src/acc/mean@1': 0.25}, 1: {'timing_s/step': 12.5, 'val-aux/num_turns/mean': 2.0}}
+    """
+    steps: dict[int, dict[str, float]] = {}
+    for line in log_text.splitlines():
+        m = STEP.search(line)
+        if not m:
+            continue
+        found = steps.setdefault(int(m.group(1)), {})
+        for item in m.group(2).split(" - "):
+            m = METRIC.match(item.strip())
+            if m:
+                found[m.group(1)] = float(m.group(2))
+    return steps
+
+
+def verl_headline(metrics: dict[str, float]) -> dict[str, float]:
+    """verl's validation metrics of one step under the engine's names (VERL_HEADLINE); {} if it validated not.
+
+    >>> verl_headline({"val-core/src/acc/mean@1": 0.5, "val-aux/src/reward/mean@1": 0.5, "critic/x": 1.0})
+    {'val/accuracy': 0.5, 'val/reward_mean': 0.5}
+    """
+    out = {}
+    for name, pattern in VERL_HEADLINE.items():
+        for key, value in metrics.items():
+            if pattern.search(key):
+                out[name] = value
+    return out
 
 
 def run_seed(seed: int, args) -> dict:
@@ -101,6 +166,66 @@ def run_seed(seed: int, args) -> dict:
     return record
 
 
+def run_seed_verl(seed: int, args) -> dict:
+    """One seed through verl's own trainer, from the engine's cold start of that seed; files written."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from verl_cpu_vs_engine import run_engine, run_verl
+
+    from rstar2_agent.engine.config import ColdStartConfig
+
+    work = Path(args.out) / f"verl_seed{seed}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    start = time.perf_counter()
+    cold = run_engine(work, 0, 1800, "vllm_cpu", (f"cold_start.steps={ColdStartConfig().steps}",
+                                                  f"trainer.seed={seed}", "trainer.logger=[console]"))
+    model = work / "engine" / "global_step_0"
+    if cold["rc"] != 0 or not (model / "config.json").exists():
+        raise SystemExit(f"the engine's cold start failed (rc {cold['rc']}): see {cold['log']}")
+    print(f"cold start: {model} ({cold['wall_s']:.0f} s)", flush=True)
+    overrides = (f"cpu_model={model}", f"data.seed={seed}", "data.val_batch_size=null",
+                 "trainer.val_before_train=True", f"trainer.test_freq={args.steps}",
+                 "actor_rollout_ref.rollout.val_kwargs.do_sample=True",
+                 "actor_rollout_ref.rollout.val_kwargs.temperature=0.6",
+                 "actor_rollout_ref.rollout.val_kwargs.top_p=1.0", "actor_rollout_ref.rollout.val_kwargs.n=1",
+                 *args.overrides)
+    run = run_verl(work, args.steps, args.budget_s, "vllm_cpu", val_split=args.split, overrides=overrides,
+                   data_args=("--engine-system-prompt",))
+    ran = {"seed": seed, "steps": args.steps, "split": args.split, "seconds": round(time.perf_counter() - start),
+           "cold_start_s": round(cold["wall_s"]), "rc": run["rc"], "verl_command": run["command"]}
+    (work / "run.json").write_text(json.dumps(ran, indent=1) + "\n")
+    return record_seed_verl(work)
+
+
+def record_seed_verl(work: Path) -> dict:
+    """The before/after record of a finished verl seed in `work` (its run.json and verl.log): table printed,
+    results files written (`--record WORK` redoes this for a run whose files are kept)."""
+    ran = json.loads((work / "run.json").read_text())
+    steps = verl_step_metrics((work / "verl.log").read_text(errors="replace"))
+    vals = sorted((step, verl_headline(m)) for step, m in steps.items() if verl_headline(m))
+    if ran["rc"] != 0 or len(vals) < 2 or vals[-1][0] != ran["steps"]:
+        raise SystemExit(f"verl's run did not validate before and after step {ran['steps']} (rc {ran['rc']}, "
+                         f"validations at steps {[s for s, _ in vals]}): see {work / 'verl.log'}")
+    (before_step, before), (after_step, after) = vals[0], vals[-1]
+    print(f"\nverl-on-CPU learning: {ran['steps']} GRPO-RoC steps, seed {ran['seed']}, {ran['split']} problems, "
+          f"{ran['seconds'] / 60:.1f} min")
+    print(f"| {'metric':<20} | {'before (step 0)':>15} | {'after (step ' + str(after_step) + ')':>15} |")
+    print(f"|{'-' * 22}|{'-' * 17}|{'-' * 17}|")
+    for key in VERL_HEADLINE:
+        if key in before:
+            print(f"| {key:<20} | {before[key]:>15.3f} | {after.get(key, float('nan')):>15.3f} |")
+    out = RESULTS / f"{stem('verl', ran['split'])}_seed{ran['seed']}"
+    with open(out.with_suffix(".metrics.jsonl"), "w") as f:
+        for step in sorted(steps):
+            f.write(json.dumps({"step": step, **steps[step]}) + "\n")
+    shutil.copy(work / "verl.log", out.with_suffix(".log"))
+    record = {"trainer": "verl", **ran, "step_s": [steps[k]["timing_s/step"] for k in sorted(steps)
+                                                   if "timing_s/step" in steps[k]],
+              "before": {"step": before_step, **before}, "after": {"step": after_step, **after}}
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
@@ -109,16 +234,23 @@ def main() -> None:
                     help="validation problems: holdout (untouched) or test (the dev set)")
     ap.add_argument("--out", default="/tmp/rstar2-cpu-learning", help="run directories (replaced)")
     ap.add_argument("--summarize", action="store_true", help="only write the summary of the seed files present")
-    ap.add_argument("overrides", nargs="*", help="more Hydra overrides of cpu_trainer")
+    ap.add_argument("--trainer", default="engine", choices=["engine", "verl"],
+                    help="the in-process engine (rstar2-agent train) or verl's own trainer on CPU")
+    ap.add_argument("--budget-s", type=float, default=3600.0, help="verl only: the most one seed's verl run may take")
+    ap.add_argument("--record", metavar="WORK", default=None,
+                    help="verl only: write the results of the finished seed run in WORK (--out/verl_seed<N>)")
+    ap.add_argument("overrides", nargs="*", help="more Hydra overrides (of cpu_trainer, or of verl's CPU preset)")
     args = ap.parse_args()
 
     RESULTS.mkdir(exist_ok=True)
-    if not args.summarize:
+    if args.record:
+        args.trainer, args.split = "verl", record_seed_verl(Path(args.record))["split"]
+    elif not args.summarize:
         for seed in args.seeds:
-            run_seed(seed, args)
-    summary = summarize(args.split)
+            (run_seed if args.trainer == "engine" else run_seed_verl)(seed, args)
+    summary = summarize(args.split, args.trainer)
     before, after = summary["before"]["val/accuracy"], summary["after"]["val/accuracy"]
-    print(f"\nsummary: benchmarks/results/cpu_learning_{args.split}.json (seeds {summary['seeds']})")
+    print(f"\nsummary: benchmarks/results/{stem(args.trainer, args.split)}.json (seeds {summary['seeds']})")
     print(f"accuracy before: {before['mean']:.3f} +- {before['std']:.3f} after: {after['mean']:.3f} +- "
           f"{after['std']:.3f} ({before['n']} seeds)")
 

@@ -44,11 +44,12 @@ def model_folder(model: str) -> str:
     return model
 
 
-def load_generator(model: str, seed: int, backend: str = "transformers"):
+def load_generator(model: str, seed: int, backend: str = "transformers", dtype: str = "auto"):
     if backend == "vllm":
         from rstar2_agent.math.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator.from_pretrained(model_folder(model), seed=seed, max_model_len=4096, max_num_seqs=64)
+        return VLLMGenerator.from_pretrained(model_folder(model), seed=seed, max_model_len=4096, max_num_seqs=64,
+                                             dtype=dtype)
     if model == "tiny":
         from rstar2_agent.engine.tiny import build_model, build_tokenizer
 
@@ -79,17 +80,21 @@ def main() -> None:
     args = ap.parse_args()
     with recorded(args.results):
         items = load_task("bundled")[: args.problems]
-        print(f"model {args.model} ({args.backend}), {len(items)} problems, config {args.custom_cfg} "
+        shared = None  # the vLLM engine, built once
+        weights = ""
+        if args.backend == "vllm":
+            cfg = load_config(args.custom_cfg, args.overrides)
+            shared = load_generator(args.model, cfg.seed or 0, "vllm", cfg.dtype)
+            weights = f", weights {shared.dtype}"
+        print(f"model {args.model} ({args.backend}{weights}), {len(items)} problems, config {args.custom_cfg} "
               f"{' '.join(args.overrides)}")
         print("| mode | wall s | rounds | nodes | nodes/s | tokens/s | judge calls | judge calls/s |")
         print("|---|---|---|---|---|---|---|---|", flush=True)
         rows = []
-        shared = None  # the vLLM engine, built once
         with LocalJudge(workers=args.judge_workers) as judge:
             for name, batch in (("lock-step", -1), ("one at a time", 1)):
                 cfg = load_config(args.custom_cfg, [*args.overrides, f"batch_size={batch}"])
-                if args.backend == "vllm":
-                    shared = shared or load_generator(args.model, cfg.seed or 0, "vllm")
+                if shared is not None:
                     shared.llm.reset_prefix_cache()  # the second run must not reuse the first one's prefills
                     generator = shared
                 else:

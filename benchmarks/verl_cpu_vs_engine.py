@@ -116,20 +116,27 @@ def verl_steps(log_path: Path) -> list[float]:
     return [found[k] for k in sorted(found)]
 
 
-def run_engine(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu") -> dict:
+def run_engine(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu",
+               overrides: tuple[str, ...] = ()) -> dict:
+    """`rstar2-agent train` on ENGINE_OVERRIDES, then `overrides` (later values win), in work/engine."""
     run_dir = work / "engine"
     backend = ENGINE_BACKEND[rollout]
     cmd = [sys.executable, "-c", "from rstar2_agent.cli import main; main()", "train", f"trainer.total_training_steps={steps}",
-           f"trainer.default_local_dir={run_dir}", *ENGINE_OVERRIDES, f"actor_rollout_ref.rollout.name={backend}"]
+           f"trainer.default_local_dir={run_dir}", *ENGINE_OVERRIDES, f"actor_rollout_ref.rollout.name={backend}",
+           *overrides]
     rc, wall = run_logged(cmd, work / "engine.log", work, dict(os.environ), budget_s)
     return {"command": " ".join(cmd), "rc": rc, "wall_s": wall, "step_s": engine_steps(run_dir),
             "log": str(work / "engine.log")}
 
 
-def run_verl(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu") -> dict:
+def run_verl(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu", val_split: str = "test",
+             overrides: tuple[str, ...] = (), data_args: tuple[str, ...] = ()) -> dict:
+    """verl's trainer on VERL_OVERRIDES, then `overrides` (a key given twice takes its later value), with a
+    private code judge, validating on the bundled `val_split` of the parquet that `python3 -m
+    rstar2_agent.verl_cpu.data *data_args` writes; its log is work/verl.log."""
     start = time.time()
     data = work / "data"
-    subprocess.run([sys.executable, "-m", "rstar2_agent.verl_cpu.data", "--out", str(data)], check=True)
+    subprocess.run([sys.executable, "-m", "rstar2_agent.verl_cpu.data", "--out", str(data), *data_args], check=True)
     port = free_port()
     tool_cfg = (ROOT / "rstar2_agent" / "config" / "tool_config" / "python_tool_config.yaml").read_text()
     tool_path = work / "python_tool_config.yaml"
@@ -139,10 +146,10 @@ def run_verl(work: Path, steps: int, budget_s: float, rollout: str = "hf_cpu") -
     try:
         time.sleep(5)
         cmd = [sys.executable, "-m", "rstar2_agent.main", "--config-name", "rstar2_agent_trainer_cpu",
-               *VERL_OVERRIDES, f"data.train_files={data / 'train.parquet'}", f"data.val_files={data / 'test.parquet'}",
+               *VERL_OVERRIDES, f"data.train_files={data / 'train.parquet'}", f"data.val_files={data / f'{val_split}.parquet'}",
                f"actor_rollout_ref.rollout.multi_turn.tool_config_path={tool_path}",
                f"trainer.total_training_steps={steps}", f"trainer.default_local_dir={work / 'verl_ckpt'}",
-               f"actor_rollout_ref.rollout.name={rollout}"]
+               f"actor_rollout_ref.rollout.name={rollout}", *overrides]
         env = dict(os.environ, RSTAR2_CPU_ROLLOUT_MAX_BATCH="32")  # the engine's max_num_seqs
         rc, wall = run_logged(cmd, work / "verl.log", work, env, budget_s - (time.time() - start))
     finally:

@@ -93,10 +93,43 @@ def pick(requested: str, reason: Optional[str], fallback: str, option: str) -> t
     return fallback, reason
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's CPU (Linux `/proc/cpuinfo`; empty where it is not)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_dtype(requested: str = "auto", flags: Optional[set[str]] = None) -> str:
+    """The dtype to run a generation-only model in on this CPU: `requested`, or for "auto" bfloat16 where the
+    CPU has bf16 instructions (AMX or AVX512-BF16, which vLLM's CPU GEMMs use through oneDNN) and float32
+    elsewhere. Only for generation that no trainer must match token for token (the rStar-Math search); the RL
+    rollout stays float32, as its trainer.
+
+    >>> cpu_dtype("auto", {"avx2", "avx512f", "amx_bf16"})
+    'bfloat16'
+    >>> cpu_dtype("auto", {"avx2"})
+    'float32'
+    >>> cpu_dtype("float32", {"amx_bf16"})
+    'float32'
+    """
+    if requested != "auto":
+        return requested
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
+
+
 def build_llm(path: str, *, max_model_len: int, max_num_seqs: int, seed: int = 0, load_format: str = "auto",
-              enable_prefix_caching: bool = False, kv_cache_gib: Optional[int] = None, **kwargs):
-    """A float32 `vllm.LLM` on the model folder `path`, engine core in this process (eager, no CUDA graphs
-    on CPU). `kv_cache_gib` sets `VLLM_CPU_KVCACHE_SPACE`; other `ENGINE_ENV` values already set are kept.
+              enable_prefix_caching: bool = False, kv_cache_gib: Optional[int] = None, dtype: str = "float32",
+              **kwargs):
+    """A `vllm.LLM` (float32 unless `dtype` says otherwise) on the model folder `path`, engine core in this
+    process (eager, no CUDA graphs on CPU). `kv_cache_gib` sets `VLLM_CPU_KVCACHE_SPACE`; other `ENGINE_ENV`
+    values already set are kept.
     `torch.set_num_threads` works again afterwards (vLLM's worker disables it process-wide); the thread count of
     the calling thread is what vLLM left."""
     for key, value in ENGINE_ENV.items():
@@ -106,7 +139,7 @@ def build_llm(path: str, *, max_model_len: int, max_num_seqs: int, seed: int = 0
     from vllm import LLM
 
     try:
-        return LLM(model=path, dtype="float32", enforce_eager=True, max_model_len=int(max_model_len),
+        return LLM(model=path, dtype=dtype, enforce_eager=True, max_model_len=int(max_model_len),
                    max_num_seqs=int(max_num_seqs), load_format=load_format, seed=int(seed),
                    enable_prefix_caching=enable_prefix_caching, disable_log_stats=True, **kwargs)
     finally:

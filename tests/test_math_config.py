@@ -79,6 +79,7 @@ def test_overrides_parse_as_yaml():
     ("n_generate_sample=0", "n_generate_sample must be >= 1"),
     ("max_depth=null", "may not be null"),
     ("iterations", "not key=value"),
+    ("dtype=fp8", "dtype must be one of"),
 ])
 def test_bad_overrides_fail_clearly(override, message):
     with pytest.raises(SearchConfigError, match=message):

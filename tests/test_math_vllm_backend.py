@@ -36,6 +36,18 @@ def test_a_vllm_completion_becomes_a_continuation_with_its_stop_string_named():
     assert vllm_backend.continuation_of(eos) == vllm_backend.continuation_of(stop_token) == Continuation("done", None, 2)
 
 
+def test_the_search_dtype_reaches_vllm_on_cpu(monkeypatch):
+    """`dtype` (config key, default auto) goes through `cpu_dtype` into vLLM's `LLM(dtype=...)` on CPU."""
+    built = {}
+    monkeypatch.setattr(vllm_backend, "_on_gpu", lambda: False)
+    monkeypatch.setattr(vllm_cpu, "build_llm", lambda path, **kw: built.update(kw) or "llm")
+    monkeypatch.setattr(vllm_cpu, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert vllm_backend.VLLMGenerator.from_pretrained("/m").dtype == "bfloat16" == built["dtype"]
+    monkeypatch.setattr(vllm_cpu, "cpu_flags", lambda: {"avx2"})
+    assert vllm_backend.VLLMGenerator.from_pretrained("/m").dtype == "float32" == built["dtype"]
+    assert vllm_backend.VLLMGenerator.from_pretrained("/m", dtype="bfloat16").dtype == "bfloat16" == built["dtype"]
+
+
 @pytest.fixture(scope="module")
 def smollm2():
     if not vllm_cpu.available():
@@ -43,7 +55,9 @@ def smollm2():
     from rstar2_agent.engine.models import prepare_default_model
 
     path = prepare_default_model()
-    gen = vllm_backend.VLLMGenerator.from_pretrained(path, max_model_len=1024, max_num_seqs=8, kv_cache_gib=1)
+    # float32 as the transformers reference (auto would pick bfloat16 on a CPU with bf16 instructions)
+    gen = vllm_backend.VLLMGenerator.from_pretrained(path, max_model_len=1024, max_num_seqs=8, kv_cache_gib=1,
+                                                     dtype="float32")
     return path, gen
 
 

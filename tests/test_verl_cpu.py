@@ -235,6 +235,10 @@ def test_task_rows_have_the_recipe_schema(tmp_path):
     assert row["agent_name"] == "rstar2_agent"
     assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"]
     assert row["reward_model"]["ground_truth"] == row["extra_info"]["answer"]
+    assert sorted(paths) == ["holdout", "test", "train"]
+    holdout = {r["reward_model"]["ground_truth"] + r["prompt"][0]["content"] for r in pq.read_table(paths["holdout"]).to_pylist()}
+    test = {r["reward_model"]["ground_truth"] + r["prompt"][0]["content"] for r in pq.read_table(paths["test"]).to_pylist()}
+    assert len(holdout) == 3 and not holdout & test  # the untouched split, not a copy of the dev one
 
 
 def test_cpu_preset_composes_and_selects_the_platform(tiny_folder):

@@ -57,6 +57,9 @@ class SearchConfig:
     max_model_len: int = 8192
     llm_gpu_memory_utilization: float = 0.5
     tp: int = 1
+    # ours: the vLLM backend's weights dtype. auto: the model's on a GPU; on CPU bfloat16 where the CPU has
+    # bf16 instructions (AMX, AVX512-BF16), else float32 (rstar2_agent.vllm_cpu.cpu_dtype)
+    dtype: str = "auto"
     # search
     step_beam_width: int = 1
     max_depth: int = 4
@@ -77,6 +80,7 @@ class SearchConfig:
         check_values(self)
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 _POSITIVE = ("n_generate_sample", "max_depth", "iterations", "step_beam_width", "max_tokens", "best_of", "tp")
 
 
@@ -95,6 +99,8 @@ def check_values(cfg: SearchConfig) -> None:
         raise SearchConfigError(f"errors_threshold must be >= 0, got {cfg.errors_threshold}")
     if cfg.batch_size == 0 or cfg.batch_size < -1:
         raise SearchConfigError(f"batch_size must be -1 (all) or >= 1, got {cfg.batch_size}")
+    if cfg.dtype not in DTYPES:
+        raise SearchConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.stop is not None and not all(isinstance(s, str) for s in cfg.stop):
         raise SearchConfigError(f"stop must be a list of strings, got {cfg.stop!r}")
 

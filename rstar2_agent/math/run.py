@@ -194,8 +194,11 @@ def make_generator(args, cfg: SearchConfig) -> Generator:
     if backend == "vllm":
         from rstar2_agent.math.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator.from_pretrained(args.model_dir, max_model_len=cfg.max_model_len, seed=cfg.seed or 0,
-                                             tp=cfg.tp, gpu_memory_utilization=cfg.llm_gpu_memory_utilization)
+        generator = VLLMGenerator.from_pretrained(args.model_dir, max_model_len=cfg.max_model_len, seed=cfg.seed or 0,
+                                                  tp=cfg.tp, gpu_memory_utilization=cfg.llm_gpu_memory_utilization,
+                                                  dtype=cfg.dtype)
+        _stderr(f"vLLM weights: {generator.dtype}")
+        return generator
     from rstar2_agent.math.backends import TransformersGenerator
 
     return TransformersGenerator.from_pretrained(args.model_dir, seed=cfg.seed or 0)

@@ -68,30 +68,33 @@ def continuation_of(output) -> Continuation:
 class VLLMGenerator:
     """``generate(prompts, n, params)`` on one ``vllm.LLM`` (see the module docstring)."""
 
-    def __init__(self, llm, on_gpu: bool):
+    def __init__(self, llm, on_gpu: bool, dtype: str = "auto"):
         self.llm = llm
         self.on_gpu = on_gpu
+        self.dtype = dtype
         self.calls = 0
         self.generated_tokens = 0
 
     @classmethod
     def from_pretrained(cls, path: str, *, max_model_len: int = 8192, seed: int = 0, tp: int = 1,
                         gpu_memory_utilization: float = 0.5, max_num_seqs: int = 256,
-                        kv_cache_gib: Optional[int] = None) -> "VLLMGenerator":
-        """The engine for a model folder: on a GPU with upstream's ``tp`` and memory share, on CPU through
-        :func:`rstar2_agent.vllm_cpu.build_llm` (float32, engine core in this process)."""
+                        kv_cache_gib: Optional[int] = None, dtype: str = "auto") -> "VLLMGenerator":
+        """The engine for a model folder: on a GPU with upstream's ``tp`` and memory share (``dtype`` auto: the
+        model's), on CPU through :func:`rstar2_agent.vllm_cpu.build_llm`, engine core in this process, in
+        ``vllm_cpu.cpu_dtype(dtype)`` (auto: bfloat16 where the CPU has bf16 instructions, else float32)."""
         if _on_gpu():
             from vllm import LLM
 
             llm = LLM(model=path, tensor_parallel_size=int(tp), gpu_memory_utilization=float(gpu_memory_utilization),
                       max_model_len=int(max_model_len), seed=int(seed), enable_prefix_caching=True,
-                      trust_remote_code=True)
-            return cls(llm, on_gpu=True)
+                      trust_remote_code=True, dtype=dtype)
+            return cls(llm, on_gpu=True, dtype=dtype)
         from rstar2_agent import vllm_cpu
 
+        dtype = vllm_cpu.cpu_dtype(dtype)
         llm = vllm_cpu.build_llm(path, max_model_len=max_model_len, max_num_seqs=max_num_seqs, seed=seed,
-                                 enable_prefix_caching=True, kv_cache_gib=kv_cache_gib)
-        return cls(llm, on_gpu=False)
+                                 enable_prefix_caching=True, kv_cache_gib=kv_cache_gib, dtype=dtype)
+        return cls(llm, on_gpu=False, dtype=dtype)
 
     def sampling_params(self, n: int, params: dict[str, Any]):
         """vLLM ``SamplingParams`` for ``n`` kept continuations (``best_of`` more sampled when larger)."""
