@@ -26,9 +26,11 @@ seed for 8 steps.
 rstar2_agent.main --config-name rstar2_agent_trainer_cpu`, our vLLM CPU rollout replica), on the settings of
 benchmarks/verl_cpu_vs_engine.py (the engine's default preset as verl keys). verl has no cold start, so each
 seed first runs the engine's cold start alone (`rstar2-agent train trainer.total_training_steps=0`, the same
-SFT that the engine seed starts from) and verl trains from its saved model, on prompts with the engine's system
-prompt (`python3 -m rstar2_agent.verl_cpu.data --engine-system-prompt`: the model was taught under that one;
-under the chat template's tool schema seed 1's cold-started model scored 0.0375). verl validates before training and
+SFT that the engine seed starts from) and verl trains from its saved model, on prompts that start with the
+engine's system prompt (`python3 -m rstar2_agent.verl_cpu.data --engine-system-prompt`: the model was taught
+under that one; under the template's default system text seed 1's cold-started model scored 0.0375). One
+difference stays: verl's agent loop lists the tool schema after that system text, where the engine leaves
+it out, so verl's prompts are about 455 tokens against the engine's 122. verl validates before training and
 after its last step on the same split at the same temperature (`val_kwargs`: sampled, 0.6, one answer each);
 accuracy is verl's `val-core/<data source>/acc/mean@1`. Files are named `cpu_learning_verl_<split>...`, the
 log of each seed's verl run is kept beside them, and the summary covers the verl seed files only:

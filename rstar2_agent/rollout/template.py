@@ -40,8 +40,10 @@ def prompt_ids(tokenizer, template: str, conversation: Union[str, Sequence[dict]
     of training (the CPU engine and verl's agent loop), evaluation and the chat.
 
     `conversation` is a problem (one user message) or the messages so far; a `system_prompt`, when given, goes
-    first. The template lists `tools` (their schemas) in its system turn when there is no system prompt to
-    explain them. Ids come from the rendered text without added special tokens (the template writes them)."""
+    first. The shipped template lists `tools` (their schemas), when given, in its system turn after the system
+    text: verl's agent loop always gives them, the CPU engine only when it has no system prompt (its default
+    one shows a worked call instead). Ids come from the rendered text without added special tokens (the
+    template writes them)."""
     messages = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else list(conversation)
     if system_prompt:
         messages = [{"role": "system", "content": system_prompt}] + messages
