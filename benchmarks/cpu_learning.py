@@ -110,9 +110,9 @@ def verl_step_metrics(log_text: str) -> dict[int, dict[str, float]]:
             continue
         found = steps.setdefault(int(m.group(1)), {})
         for item in m.group(2).split(" - "):
-            m = METRIC.match(item.strip())
-            if m:
-                found[m.group(1)] = float(m.group(2))
+            pair = METRIC.match(item.strip())
+            if pair:
+                found[pair.group(1)] = float(pair.group(2))
     return steps
 
 
