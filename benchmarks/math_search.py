@@ -14,7 +14,9 @@ and, last, `lock-step speed-up: X` (wall time of one-at-a-time over lock-step).
 2-layer test model built in-process (a smoke run of this script, not a measurement). `--backend vllm` searches
 with vLLM's offline engine (what `rstar2-agent math search` picks where vLLM runs), built once and used by
 both runs with its prefix cache emptied in between. vLLM on CPU takes no per-request seed, so the two runs grow
-different trees; the speed-up is then the ratio of nodes per second, and says so.
+different trees; the speed-up is then the ratio of nodes per second, and says so. Its weights are in the
+search's `dtype` (default auto: bfloat16 on a CPU with AMX or AVX512-BF16, else float32; `dtype=float32`
+overrides), named on the first line of the output.
 """
 
 from __future__ import annotations
