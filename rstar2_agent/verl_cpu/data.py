@@ -12,7 +12,8 @@ benchmarks (benchmarks/cpu_learning.py) validate on.
 Rows hold the problem as the one user message, so the chat template writes its system turn with the tool
 schema, as upstream's data. `--engine-system-prompt` puts the CPU engine's short system prompt first instead
 (`rstar2_agent.engine.config.DEFAULT_SYSTEM_PROMPT`, one worked tool call, which SmolLM2-135M follows where it
-does not read a schema), so verl sees the same prompts as `rstar2-agent train`; `--system-prompt TEXT` any other.
+does not read a schema), so verl's prompts open as `rstar2-agent train`'s do (verl's agent loop still lists the
+tool schema after that text; the engine does not); `--system-prompt TEXT` puts any other text there.
 """
 
 from __future__ import annotations
