@@ -70,6 +70,7 @@ def test_greedy_steps_match_the_transformers_backend(smollm2):
     from rstar2_agent.math.backends import TransformersGenerator
 
     path, gen = smollm2
+    assert gen.dtype == "float32" and str(gen.llm.llm_engine.model_config.dtype) == "torch.float32"
     ours = gen.generate(PROMPTS, 1, PARAMS)
     reference = TransformersGenerator.from_pretrained(path).generate(PROMPTS, 1, PARAMS)
     assert [[c.text for c in row] for row in ours] == [[c.text for c in row] for row in reference]
