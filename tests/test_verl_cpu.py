@@ -241,6 +241,25 @@ def test_task_rows_have_the_recipe_schema(tmp_path):
     assert len(holdout) == 3 and not holdout & test  # the untouched split, not a copy of the dev one
 
 
+def test_engine_system_prompt_rows_reach_verls_dataset(tmp_path, tiny_folder):
+    """`--engine-system-prompt` rows, read by verl's own RLHFDataset: the system message first, then the problem."""
+    from omegaconf import OmegaConf
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    from rstar2_agent.engine.config import DEFAULT_SYSTEM_PROMPT
+    from rstar2_agent.verl_cpu.data import main
+
+    main(["--out", str(tmp_path), "--limit", "2", "--engine-system-prompt"])
+    config = OmegaConf.create({"max_prompt_length": 1024, "return_raw_chat": True, "prompt_key": "prompt",
+                               "filter_overlong_prompts": False})
+    dataset = RLHFDataset(data_files=str(tmp_path / "holdout.parquet"),
+                          tokenizer=AutoTokenizer.from_pretrained(tiny_folder), config=config)
+    messages = list(dataset[0]["raw_prompt"])
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"] == DEFAULT_SYSTEM_PROMPT and messages[1]["content"]
+
+
 def test_cpu_preset_composes_and_selects_the_platform(tiny_folder):
     """In a subprocess: resolving trainer.device switches the process to platform "cpu"."""
     script = f"""
