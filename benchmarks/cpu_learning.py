@@ -204,7 +204,7 @@ def record_seed_verl(work: Path) -> dict:
     results files written (`--record WORK` redoes this for a run whose files are kept)."""
     ran = json.loads((work / "run.json").read_text())
     steps = verl_step_metrics((work / "verl.log").read_text(errors="replace"))
-    vals = [(step, found) for step, found in sorted((k, verl_headline(m)) for k, m in steps.items()) if found]
+    vals = [(step, found) for step in sorted(steps) if (found := verl_headline(steps[step]))]
     if ran["rc"] != 0 or len(vals) < 2 or vals[-1][0] != ran["steps"]:
         raise SystemExit(f"verl's run did not validate before and after step {ran['steps']} (rc {ran['rc']}, "
                          f"validations at steps {[s for s, _ in vals]}): see {work / 'verl.log'}")
